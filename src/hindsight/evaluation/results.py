@@ -1,0 +1,84 @@
+"""Result files that survive interruption: append-only JSONL, one record per finished item, keyed.
+
+A run opens its file, skips the keys already there, and appends each new record as soon as it is done (flushed
+and fsynced), so Ctrl-C loses at most the item in progress and rerunning the same command resumes.
+Summaries and other whole-file outputs are written with :func:`atomic_write` (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hindsight.errors import HindsightError
+
+
+class ResultFile:
+    """An append-only JSONL file of records that each carry a unique ``key_field``."""
+
+    def __init__(self, path: str | Path, key_field: str = "id") -> None:
+        self.path = Path(path)
+        self.key_field = key_field
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for rec in self._read():
+                self.records[str(rec[key_field])] = rec
+
+    def _read(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.readlines()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if n == len(lines):  # a record cut off by an interruption: drop it, it will be redone
+                    continue
+                raise HindsightError(f"{self.path} line {n} is not valid JSON; fix or delete the file.") from None
+            if self.key_field not in rec:
+                raise HindsightError(f"{self.path} line {n} has no {self.key_field!r} field.")
+            yield rec
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def append(self, record: dict[str, Any]) -> None:
+        key = str(record[self.key_field])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[key] = record
+
+    def _repair_tail(self) -> None:
+        """Drop a half-written last line left by a crash, so appends start on a clean line."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+            data = self.path.read_bytes()
+            cut = data.rfind(b"\n") + 1
+            f.truncate(cut)
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write a whole file so that readers see the old or the new version, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

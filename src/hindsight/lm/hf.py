@@ -1,0 +1,377 @@
+"""The transformers backend: any local causal LM, on CPU or GPU.
+
+The decoding engine keeps a transformers ``DynamicCache`` per ``DecodeState``. A prompt is prefilled once with
+batch size 1 and its cache rows are *expanded* (a view) to ``n`` rows; ``select`` gathers rows of every layer's
+keys/values into a new cache, so resampling and branching never recompute a prefix.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from hindsight.errors import HindsightError  # noqa: E402
+from hindsight.lm.base import DecodeState, LanguageModel  # noqa: E402
+
+hf_logging.set_verbosity_error()
+
+DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per scoring forward
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class HFLanguageModel(LanguageModel):
+    """A transformers causal LM behind the :class:`LanguageModel` interface."""
+
+    def __init__(self, model, tokenizer, name: str = "model", device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.device = torch.device(device) if device is not None else model.device
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.hidden_size = int(cfg.hidden_size)
+        self.max_length = int(getattr(cfg, "max_position_embeddings", None) or tokenizer.model_max_length)
+        self.eos_token_ids = _eos_ids(model, tokenizer)
+        if not self.eos_token_ids:
+            raise HindsightError(f"Model {name} defines no end-of-sequence token.")
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad) if pad is not None else self.eos_token_ids[0]
+        self._softcap = getattr(cfg, "final_logit_softcapping", None)
+
+    # ---- text -------------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def chat(self, messages, add_generation_prompt: bool = True) -> list[int]:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        else:  # a model without a template: plain "role: content" lines
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+            text += "assistant:" if add_generation_prompt else ""
+        return self.encode(text)
+
+    # ---- forward ------------------------------------------------------------------------------------------
+    def _forward(self, input_ids, *, cache=None, attention_mask=None, position_ids=None, all_logits=False):
+        """One forward pass; returns (logits of the last position or all, last-layer hidden states, cache)."""
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=cache is not None,
+                output_hidden_states=True,
+                logits_to_keep=0 if all_logits else 1,
+            )
+        self.counters.forward_passes += 1
+        self.counters.tokens += int(input_ids.numel())
+        self.counters.seconds += time.perf_counter() - t0
+        return out.logits, out.hidden_states[-1], out.past_key_values
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probs from final hidden states (the LM head applied only where needed)."""
+        with torch.no_grad():
+            logits = self.model.get_output_embeddings()(hidden).float()
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return torch.log_softmax(logits, dim=-1)
+
+    # ---- decoding engine ---------------------------------------------------------------------------------
+    def start(self, prompt_ids: Sequence[int], n: int = 1) -> DecodeState:
+        if n < 1:
+            raise HindsightError(f"The number of rows must be at least 1 (got {n}).")
+        ids = [int(i) for i in prompt_ids]
+        if not ids:
+            raise HindsightError("The prompt is empty.")
+        if len(ids) >= self.max_length:
+            raise HindsightError(f"The prompt is {len(ids)} tokens; {self.name} has a context of {self.max_length}.")
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logits, hidden, cache = self._forward(x, cache=DynamicCache())
+        logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        return DecodeState(
+            prompt_ids=ids,
+            tokens=torch.zeros((n, 0), dtype=torch.long, device=self.device),
+            done=torch.zeros(n, dtype=torch.bool, device=self.device),
+            logprobs=logprobs.expand(n, -1),
+            hidden=hidden[:, -1].expand(n, -1),
+            cache=_expand_cache(cache, n),
+        )
+
+    def step(self, state: DecodeState, tokens: torch.Tensor) -> DecodeState:
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device).reshape(-1)
+        if tokens.shape[0] != state.n:
+            raise HindsightError(f"step got {tokens.shape[0]} tokens for {state.n} rows.")
+        if state.length >= self.max_length:
+            raise HindsightError(f"The sequence reached {self.name}'s context of {self.max_length} tokens.")
+        tokens = torch.where(state.done, torch.full_like(tokens, self.pad_token_id), tokens)
+        pos = torch.full((state.n, 1), state.length, dtype=torch.long, device=self.device)
+        logits, hidden, state.cache = self._forward(tokens[:, None], cache=state.cache, position_ids=pos)
+        state.tokens = torch.cat([state.tokens, tokens[:, None]], dim=1)
+        state.done = state.done | self.is_eos(tokens)
+        state.logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        state.hidden = hidden[:, -1]
+        return state
+
+    def extend(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        if tokens.dim() != 2 or tokens.shape[0] != state.n:
+            raise HindsightError(f"extend needs a [{state.n}, k] token matrix, got shape {tuple(tokens.shape)}.")
+        k = tokens.shape[1]
+        if k == 0:
+            return torch.zeros((state.n, 0), device=self.device)
+        if bool(state.done.any()):
+            raise HindsightError("extend cannot append to rows that have already ended.")
+        if state.length + k > self.max_length:
+            raise HindsightError(f"The sequence would exceed {self.name}'s context of {self.max_length} tokens.")
+        pos = torch.arange(state.length, state.length + k, device=self.device).expand(state.n, -1)
+        _, hidden, state.cache = self._forward(tokens, cache=state.cache, position_ids=pos)
+        lp_all = self._head(hidden)  # [n, k, V]
+        before = torch.cat([state.logprobs[:, None, :], lp_all[:, :-1]], dim=1)
+        token_lp = before.gather(-1, tokens[..., None]).squeeze(-1)
+        state.tokens = torch.cat([state.tokens, tokens], dim=1)
+        state.done = state.done | self.is_eos(tokens).any(dim=1)
+        state.logprobs = lp_all[:, -1]
+        state.hidden = hidden[:, -1]
+        return token_lp
+
+    def select(self, state: DecodeState, rows) -> DecodeState:
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.device).reshape(-1)
+        if idx.numel() == 0:
+            raise HindsightError("select needs at least one row.")
+        if int(idx.min()) < 0 or int(idx.max()) >= state.n:
+            raise HindsightError(f"select got a row outside 0..{state.n - 1}.")
+        return DecodeState(
+            prompt_ids=state.prompt_ids,
+            tokens=state.tokens[idx],
+            done=state.done[idx],
+            logprobs=state.logprobs[idx],
+            hidden=state.hidden[idx],
+            cache=_take_cache(state.cache, idx),
+        )
+
+    # ---- scoring ------------------------------------------------------------------------------------------
+    def _batches(
+        self,
+        seqs: list[list[int]],
+        prefix: DecodeState | None,
+        padding_side: str,
+        batch_size: int | None,
+    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Padded forwards over ``seqs`` grouped by length; yields (indices, hidden [B, L, d], start column)."""
+        if padding_side not in ("left", "right"):
+            raise HindsightError(f"padding_side must be 'left' or 'right' (got {padding_side!r}).")
+        if prefix is not None and prefix.n != 1:
+            raise HindsightError("A scoring prefix must be a one-row state from start().")
+        offset = prefix.length if prefix is not None else 0
+        longest = max(len(s) for s in seqs) if seqs else 0
+        if offset + longest > self.max_length:
+            raise HindsightError(
+                f"A sequence of {offset + longest} tokens exceeds {self.name}'s context of {self.max_length}."
+            )
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        i = 0
+        while i < len(order):
+            width = max(len(seqs[order[i]]), 1)
+            b = batch_size or max(1, DEFAULT_TOKEN_BUDGET // width)
+            group = order[i : i + b]
+            i += len(group)
+            ids = torch.full((len(group), width), self.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            starts = torch.zeros(len(group), dtype=torch.long)
+            for r, j in enumerate(group):
+                s = seqs[j]
+                c0 = width - len(s) if padding_side == "left" else 0
+                ids[r, c0 : c0 + len(s)] = torch.tensor(s, dtype=torch.long)
+                mask[r, c0 : c0 + len(s)] = 1
+                starts[r] = c0
+            pos = (mask.cumsum(-1) - 1).clamp_min(0) + offset
+            cache = None
+            if prefix is not None:
+                cache = _expand_cache(_take_cache(prefix.cache, torch.zeros(1, dtype=torch.long)), len(group))
+                mask = torch.cat([torch.ones((len(group), offset), dtype=torch.long), mask], dim=1)
+            _, hidden, _ = self._forward(
+                ids.to(self.device),
+                cache=cache,
+                attention_mask=mask.to(self.device),
+                position_ids=pos.to(self.device),
+                all_logits=False,
+            )
+            yield group, hidden, starts
+
+    def score(
+        self,
+        contexts: Sequence[Sequence[int]],
+        continuations: Sequence[Sequence[int]],
+        *,
+        prefix: DecodeState | None = None,
+        padding_side: str = "right",
+        batch_size: int | None = None,
+    ) -> list[torch.Tensor]:
+        if len(contexts) != len(continuations):
+            raise HindsightError(f"score got {len(contexts)} contexts but {len(continuations)} continuations.")
+        ctx = [[int(t) for t in c] for c in contexts]
+        cont = [[int(t) for t in c] for c in continuations]
+        if prefix is None and any(len(c) == 0 and len(k) > 0 for c, k in zip(ctx, cont)):
+            raise HindsightError("Each context needs at least one token (or pass a prefix state).")
+        results: list[torch.Tensor] = [torch.zeros(0)] * len(ctx)
+        seqs = [c + k for c, k in zip(ctx, cont)]
+        for group, hidden, starts in self._batches(seqs, prefix, padding_side, batch_size):
+            # the hidden state at column p predicts the token at column p + 1
+            rows, cols, targets, owners = [], [], [], []
+            first_from_prefix = []
+            for r, j in enumerate(group):
+                c0, nc, nk = int(starts[r]), len(ctx[j]), len(cont[j])
+                for t in range(nk):
+                    p = c0 + nc + t - 1
+                    if p < c0:  # first continuation token right after the prefix
+                        first_from_prefix.append((j, t))
+                        continue
+                    rows.append(r)
+                    cols.append(p)
+                    targets.append(cont[j][t])
+                    owners.append((j, t))
+            out = {j: torch.zeros(len(cont[j])) for j in group}
+            if rows:
+                h = hidden[torch.tensor(rows), torch.tensor(cols)]
+                lp = _gather_chunked(self._head, h, torch.tensor(targets, device=h.device))
+                for (j, t), v in zip(owners, lp.tolist()):
+                    out[j][t] = v
+            for j, t in first_from_prefix:
+                out[j][t] = float(prefix.logprobs[0, cont[j][t]])
+            for j in group:
+                results[j] = out[j]
+        return results
+
+    def next_logprobs(
+        self, contexts: Sequence[Sequence[int]], *, prefix: DecodeState | None = None, batch_size: int | None = None
+    ) -> torch.Tensor:
+        ctx = [[int(t) for t in c] for c in contexts]
+        if prefix is None and any(len(c) == 0 for c in ctx):
+            raise HindsightError("Each context needs at least one token (or pass a prefix state).")
+        out = torch.empty((len(ctx), self.vocab_size))
+        empty = [j for j, c in enumerate(ctx) if not c]
+        for j in empty:
+            out[j] = prefix.logprobs[0].cpu()
+        todo = [j for j, c in enumerate(ctx) if c]
+        seqs = [ctx[j] for j in todo]
+        for group, hidden, starts in self._batches(seqs, prefix, "right", batch_size):
+            last = torch.tensor([len(seqs[g]) - 1 for g in group])
+            lp = self._head(hidden[torch.arange(len(group)), last])
+            for r, g in enumerate(group):
+                out[todo[g]] = lp[r].cpu()
+        return out
+
+
+def _gather_chunked(head, h: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """log p(target) for each hidden row, computing the vocabulary projection ``chunk`` rows at a time."""
+    parts = []
+    for i in range(0, h.shape[0], chunk):
+        lp = head(h[i : i + chunk])
+        parts.append(lp.gather(-1, targets[i : i + chunk, None]).squeeze(-1).cpu())
+    return torch.cat(parts)
+
+
+def _layers(cache) -> list:
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        raise HindsightError("This model's KV cache type is not supported by the decoding engine.")
+    return layers
+
+
+def _take_cache(cache, idx: torch.Tensor):
+    """A new cache holding rows ``idx`` of every layer (the old cache stays valid)."""
+    new = copy.copy(cache)
+    new.layers = []
+    for layer in _layers(cache):
+        lay = copy.copy(layer)
+        if getattr(lay, "keys", None) is not None and lay.keys.numel() > 0:
+            lay.keys = lay.keys.index_select(0, idx.to(lay.keys.device))
+            lay.values = lay.values.index_select(0, idx.to(lay.values.device))
+        new.layers.append(lay)
+    return new
+
+
+def _expand_cache(cache, n: int):
+    """The same cache seen as ``n`` identical rows, without copying (a broadcast view)."""
+    new = copy.copy(cache)
+    new.layers = []
+    for layer in _layers(cache):
+        lay = copy.copy(layer)
+        if getattr(lay, "keys", None) is not None and lay.keys.numel() > 0:
+            lay.keys = lay.keys.expand(n, *lay.keys.shape[1:])
+            lay.values = lay.values.expand(n, *lay.values.shape[1:])
+        new.layers.append(lay)
+    return new
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids: list[int] = []
+    gen = getattr(model, "generation_config", None)
+    cand = getattr(gen, "eos_token_id", None) if gen is not None else None
+    for c in ([cand] if isinstance(cand, int) else list(cand or [])) + [tokenizer.eos_token_id]:
+        if c is not None and int(c) not in ids:
+            ids.append(int(c))
+    return ids
+
+
+# ---- loading -----------------------------------------------------------------------------------------------
+def load_checkpoint(path: str | Path, *, name: str | None = None, device=None, dtype=None) -> HFLanguageModel:
+    """Load a local transformers checkpoint directory (never contacts a hub)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise HindsightError(f"{path} is not a transformers checkpoint directory (it has no config.json).")
+    dev = torch.device(device) if device is not None else default_device()
+    if dtype is None:
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    hf_logging.disable_progress_bar()  # a cached load takes seconds; its bars would only be noise
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HindsightError(f"Could not load a causal LM from {path}: {first}") from None
+    return HFLanguageModel(model, tok, name=name or path.name, device=dev)
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """De-quantise a GGUF file once and save it as an ordinary checkpoint directory (atomic rename)."""
+    hf_logging.enable_progress_bar()  # de-quantising takes a while: show it
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config  # the weights are plain float now
+    plain = AutoModelForCausalLM.from_config(cfg)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)

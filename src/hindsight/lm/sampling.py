@@ -1,0 +1,51 @@
+"""Turning next-token log-probs into a sampled token: temperature, top-k, top-p, greedy. Pure torch."""
+
+from __future__ import annotations
+
+import torch
+
+
+def warp(logprobs: torch.Tensor, *, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """Log-probs of the sampling distribution after temperature, top-k and nucleus truncation ([n, V])."""
+    logits = logprobs.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # keep the smallest prefix whose mass reaches top_p (the top token is always kept)
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return torch.log_softmax(logits, dim=-1)
+
+
+def sample_next(
+    logprobs: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token per row ([n] long). ``temperature == 0`` takes the argmax.
+
+    Sampling uses a CPU generator so that a seed gives the same tokens on every device.
+    """
+    if temperature == 0:
+        return logprobs.argmax(dim=-1)
+    lp = logprobs if (temperature == 1.0 and top_k == 0 and top_p >= 1.0) else warp(
+        logprobs, temperature=temperature, top_p=top_p, top_k=top_k
+    )
+    return sample_from_logprobs(lp, generator=generator)
+
+
+def sample_from_logprobs(logprobs: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Exact categorical sampling by the Gumbel-max trick: argmax(logp + Gumbel noise), noise drawn on CPU."""
+    u = torch.rand(logprobs.shape, generator=generator, dtype=torch.float32)
+    exp_noise = (-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20)  # Exp(1) draws
+    gumbel = -torch.log(exp_noise)
+    return (logprobs.float() + gumbel.to(logprobs.device)).argmax(dim=-1)

@@ -1,0 +1,1 @@
+"""Time-reversed language models (TRLM): reverse scoring and generation, training, applications."""
