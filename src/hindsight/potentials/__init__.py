@@ -1,9 +1,10 @@
 """Potentials: what to aim for. Each gives batched ``log phi(x)`` for completions ``x``.
 
 See :mod:`hindsight.potentials.base` for the interface; every built-in potential passes the shared contract
-test in ``tests/potentials/contract.py``.
+test in ``tests/potentials/contract.py``. :func:`parse_potential` turns a CLI spec into a potential.
 """
 
 from hindsight.potentials.base import Potential, Product, Tempered
+from hindsight.potentials.spec import parse_potential
 
-__all__ = ["Potential", "Product", "Tempered"]
+__all__ = ["Potential", "Product", "Tempered", "parse_potential"]
