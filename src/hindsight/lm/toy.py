@@ -111,3 +111,9 @@ def enumerate_sequences(
     total = float(torch.logsumexp(logp, 0))
     assert math.isclose(total, 0.0, abs_tol=1e-4), f"enumeration does not sum to 1 (log total {total})"
     return seqs, logp
+
+
+def save_checkpoint(lm: HFLanguageModel, path) -> None:
+    """Write a model from this module as an ordinary checkpoint directory (for ``--model PATH`` tests)."""
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
