@@ -18,13 +18,15 @@ def models(json_out: bool = JSON_OPTION) -> None:
     if json_out:
         print_json({"cache": str(cache_root()), "models": rows})
         return
-    table = Table(title=f"Known models (cache: {cache_root()})")
-    for col in ("name", "default", "description", "source", "cached", "path"):
+    table = Table(title="Known models")
+    for col in ("name", "default", "cached", "description"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], "yes" if r["default"] else "", r["description"], r["source"],
-                      "yes" if r["cached"] else "no (obtained on first use)", r["path"])
+        table.add_row(r["name"], "yes" if r["default"] else "", "yes" if r["cached"] else "no (on first use)",
+                      f"{r['description']}; from {r['source']}")
     out.print(table)
+    for r in rows:
+        out.print(f"{r['name']}: {r['path']}", soft_wrap=True)
     out.print("Any local transformers checkpoint directory also works: --model PATH")
 
 
