@@ -6,8 +6,8 @@ resampling), which records each step's hidden state, so a gradient step only run
 **CTL** minimises ``-( E_sigma[ mean_t log psi_t ] - mean_t E_{pi_t}[ log psi_t ] )`` where
 ``pi_t ∝ p(s_1..t) psi_t(s_1..t)``. Positive term: the batch self-normalised towards ``sigma`` with weights
 ``p · phi / q``. Negative terms: the same batch reweighted to each ``pi_t`` with ``p · psi_t / q`` (a completion
-that already ended sits at its final target). Weights are held fixed inside the gradient, which makes the
-negative term's gradient ``E_{pi_t}[grad log psi_t] = grad log Z_t``, as the method requires.
+that already ended sits at its final target): the negative term is the importance estimate of ``log Z_t``,
+whose gradient is the self-normalised ``E_{pi_t}[grad log psi_t]``, as the method requires.
 
 **FUDGE** (a baseline from the paper's comparisons) fits ``psi_t = P(phi | s_1..t)`` as a classifier on model
 samples: binary cross-entropy of ``log psi_t`` against the label ``phi(x) in [0, 1]`` at every prefix.
@@ -91,20 +91,23 @@ def _wsum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def ctl_loss(head: TwistHead, b: Batch) -> torch.Tensor | None:
-    """The CTL objective on one batch (None when no completion has phi > 0: nothing to learn from)."""
+    """The CTL objective on one batch (None when no completion has phi > 0: nothing to learn from).
+
+    Its value is ``mean_t [log Z_t-hat(psi) - E_sigma-hat log psi_t]`` (up to a constant that does not depend on
+    the twist), an estimate of ``mean_t KL(sigma_t || pi_t)`` plus a constant, so lower is better; its gradient is
+    the CTL gradient ``mean_t (E_{pi_t}[grad log psi_t] - E_sigma[grad log psi_t])``.
+    """
     lpsi = _head_values(head, b).double()
     ratio = torch.cumsum(torch.where(b.alive, b.logp - b.logq, torch.zeros_like(b.logp)), dim=1)
     final = ratio[:, -1] + b.log_phi  # log p phi / q of the whole completion
     if not math.isfinite(float(final.max())):
         return None
-    steps = b.tokens.shape[1]
-    logw_t = torch.where(b.alive, ratio + lpsi.detach(), final[:, None].expand_as(ratio))
+    k, steps = b.tokens.shape
     w_pos = torch.softmax(final, 0)[:, None].expand_as(lpsi)
-    w_neg = torch.nan_to_num(torch.softmax(logw_t, 0), nan=0.0)
-    alive = b.alive.double()
-    pos = _wsum(w_pos, lpsi * alive) / steps
-    neg = _wsum(w_neg, lpsi * alive) / steps
-    return (neg - pos).float()
+    pos = _wsum(w_pos, lpsi * b.alive.double()) / steps
+    logw_t = torch.where(b.alive, ratio + lpsi, final[:, None].expand_as(ratio))  # towards pi_t, with gradients
+    log_z_t = torch.logsumexp(logw_t, dim=0) - math.log(k)
+    return (log_z_t.mean() - pos).float()
 
 
 def fudge_loss(head: TwistHead, b: Batch) -> torch.Tensor | None:
@@ -169,9 +172,9 @@ def train_twist(
             opt.step()
             step += 1
             history.steps.append(step)
-            history.loss.append(float(loss))
+            history.loss.append(float(loss.detach()))
             if on_step:
-                on_step(step, float(loss))
+                on_step(step, history.loss[-1])
         if on_round:
             on_round(step, opt, history)
     head.eval()
