@@ -56,11 +56,16 @@ class Estimate:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.values)
+        """Mean over seeds; -inf if some run found no particle with phi > 0 (log Z-hat = -inf)."""
+        return sum(self.values) / len(self.values)
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+        if len(self.values) < 2:
+            return 0.0
+        if not all(math.isfinite(v) for v in self.values):
+            return math.inf
+        return statistics.stdev(self.values)
 
     @property
     def half_width(self) -> float:
