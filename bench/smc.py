@@ -36,7 +36,7 @@ def main() -> None:
     pot = parse_potential(args.potential, lm=lm, prompt_ids=ids)
     torch.manual_seed(0)
     head = make_head("linear", lm.hidden_size, lm.vocab_size)
-    torch.nn.init.normal_(head.linear.weight, std=0.01)  # a real (non-zero) twist; cost does not depend on values
+    torch.nn.init.normal_(head.out.weight, std=0.01)  # a real (non-zero) twist; cost does not depend on values
     x = torch.tensor([ids], device=lm.device)
 
     def hf_generate(seed: int) -> None:

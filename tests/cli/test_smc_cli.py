@@ -3,20 +3,12 @@
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from hindsight.cli.app import app
+from tests.toy_task import one_thread  # noqa: F401
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -4,30 +4,13 @@ import pytest
 import torch
 
 from hindsight.evaluation.bounds import bounds, plot_bounds, rejection_samples
-from hindsight.evaluation.exact import exact_kls, exact_target, optimal_twist, proposal_log_weights
-from hindsight.potentials.text import Regex
+from hindsight.evaluation.exact import exact_kls, optimal_twist, proposal_log_weights
 from hindsight.twists.base import TableTwist
-
-T = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.toy_task import T, one_thread, toy_task  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def setup(toy):
-    prompt = toy.encode("ab")
-    pot = Regex("cc", penalty=0.02)
-    return toy, prompt, pot, exact_target(toy, prompt, pot, T)
-
-
-def test_bounds_bracket_log_z_and_kls_approach_exact(setup, tmp_path):
-    lm, prompt, pot, tgt = setup
+def test_bounds_bracket_log_z_and_kls_approach_exact(toy_task, tmp_path):
+    lm, prompt, pot, tgt = toy_task
     gen = torch.Generator().manual_seed(0)
     refs = tgt.sample(400, gen)
     noisy = {k: v + 0.7 * float(torch.randn((), generator=gen)) for k, v in optimal_twist(tgt, 4).table.items()}
@@ -51,8 +34,8 @@ def test_bounds_bracket_log_z_and_kls_approach_exact(setup, tmp_path):
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_rejection_samples_follow_sigma(setup):
-    lm, prompt, pot, tgt = setup
+def test_rejection_samples_follow_sigma(toy_task):
+    lm, prompt, pot, tgt = toy_task
     samples, draws = rejection_samples(lm, prompt, pot, 300, T, seed=1)
     assert len(samples) == 300 and draws >= 300
     # acceptance rate estimates Z; sample frequencies of the commonest sequence match sigma

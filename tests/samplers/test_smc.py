@@ -6,38 +6,20 @@ import pytest
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.exact import exact_target, optimal_twist, proposal_log_weights
-from hindsight.potentials.text import Regex
+from hindsight.evaluation.exact import optimal_twist, proposal_log_weights
 from hindsight.samplers.smc import bootstrap_smc, importance_sampling, run_smc, twisted_smc
 from hindsight.twists.base import TableTwist
-
-T = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny sequential runs: extra threads only fight over a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.toy_task import T, one_thread, toy_task  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def setup(toy):
-    prompt = toy.encode("ab")
-    pot = Regex("cc", penalty=0.02)  # phi <= 1, and the target differs strongly from the model
-    return toy, prompt, pot, exact_target(toy, prompt, pot, T)
-
-
-def test_target_is_far_from_model(setup):
-    _, _, _, tgt = setup
+def test_target_is_far_from_model(toy_task):
+    _, _, _, tgt = toy_task
     assert -3.5 < tgt.log_z < -0.5  # neither trivial nor hopeless for a small sampler
 
 
 @pytest.mark.parametrize("scheme", ["systematic", "multinomial"])
-def test_z_hat_is_unbiased(setup, scheme):
-    lm, prompt, pot, tgt = setup
+def test_z_hat_is_unbiased(toy_task, scheme):
+    lm, prompt, pot, tgt = toy_task
     zs = torch.tensor([math.exp(run_smc(lm, prompt, pot, 4, T, seed=s, resample=scheme, ess_threshold=1.0).log_z)
                        for s in range(200)], dtype=torch.float64)
     se = float(zs.std() / math.sqrt(len(zs)))
@@ -45,8 +27,8 @@ def test_z_hat_is_unbiased(setup, scheme):
     assert abs(float(zs.mean()) - math.exp(tgt.log_z)) < 4 * se, (float(zs.mean()), math.exp(tgt.log_z), se)
 
 
-def test_z_hat_is_unbiased_with_adaptive_resampling_and_twist(setup):
-    lm, prompt, pot, tgt = setup
+def test_z_hat_is_unbiased_with_adaptive_resampling_and_twist(toy_task):
+    lm, prompt, pot, tgt = toy_task
     gen = torch.Generator().manual_seed(3)
     twist = TableTwist({k: float(v) for k, v in _random_table(lm, tgt, gen).items()}, lm.vocab_size)
     zs = torch.tensor([math.exp(twisted_smc(lm, prompt, pot, twist, 4, T, seed=s, ess_threshold=0.7).log_z)
@@ -60,8 +42,8 @@ def _random_table(lm, tgt, gen):
     return {k: float(torch.randn((), generator=gen)) for k in sorted(keys)}
 
 
-def test_weights_telescope_to_p_phi_over_q(setup):
-    lm, prompt, pot, tgt = setup
+def test_weights_telescope_to_p_phi_over_q(toy_task):
+    lm, prompt, pot, tgt = toy_task
     twist = TableTwist(_random_table(lm, tgt, torch.Generator().manual_seed(0)), lm.vocab_size)
     log_q, log_w = proposal_log_weights(lm, prompt, pot, twist, tgt.seqs, T)
     assert abs(float(torch.logsumexp(log_q, 0))) < 1e-5  # the twisted proposal is a normalised distribution
@@ -69,8 +51,8 @@ def test_weights_telescope_to_p_phi_over_q(setup):
     assert (log_q - tgt.logp).abs().max() > 0.1  # the twist really changed the proposal
 
 
-def test_optimal_twist_gives_constant_weights_and_exact_log_z(setup):
-    lm, prompt, pot, tgt = setup
+def test_optimal_twist_gives_constant_weights_and_exact_log_z(toy_task):
+    lm, prompt, pot, tgt = toy_task
     twist = optimal_twist(tgt, lm.vocab_size)
     for seed in range(3):
         res = twisted_smc(lm, prompt, pot, twist, 8, T, seed=seed, ess_threshold=0.0)
@@ -79,13 +61,13 @@ def test_optimal_twist_gives_constant_weights_and_exact_log_z(setup):
         assert res.ess[-1] == pytest.approx(8.0)
 
 
-def test_smc_histogram_matches_sigma(setup):
+def test_smc_histogram_matches_sigma(toy_task):
     """Chi-square test at a fixed seed: one large SMC run, then draws from its final particles.
 
     The twist is the optimal one plus noise (so the weights matter), and only ESS/20 draws are taken, so the
     particle system's own error is small next to the draws' noise.
     """
-    lm, prompt, pot, tgt = setup
+    lm, prompt, pot, tgt = toy_task
     gen = torch.Generator().manual_seed(2)
     noisy = {k: v + 0.5 * float(torch.randn((), generator=gen)) for k, v in optimal_twist(tgt, 4).table.items()}
     res = run_smc(lm, prompt, pot, 20_000, T, twist=TableTwist(noisy, lm.vocab_size), seed=0, ess_threshold=1.0)
@@ -108,8 +90,8 @@ def test_smc_histogram_matches_sigma(setup):
     assert float(((obs - mexp) ** 2 / mexp).sum()) > 10 * stat
 
 
-def test_particles_end_at_different_steps_and_ride_along(setup):
-    lm, prompt, pot, _ = setup
+def test_particles_end_at_different_steps_and_ride_along(toy_task):
+    lm, prompt, pot, _ = toy_task
     res = bootstrap_smc(lm, prompt, pot, 64, T, seed=0, ess_threshold=0.0)
     lengths = {len(s) for s in res.sequences}
     assert len(lengths) > 1
@@ -120,8 +102,8 @@ def test_particles_end_at_different_steps_and_ride_along(setup):
     assert res.counters.forward_passes >= 2
 
 
-def test_importance_sampling_is_smc_without_resampling(setup):
-    lm, prompt, pot, tgt = setup
+def test_importance_sampling_is_smc_without_resampling(toy_task):
+    lm, prompt, pot, tgt = toy_task
     res = importance_sampling(lm, prompt, pot, 16, T, seed=5)
     assert not any(res.resampled)
     # the weights are exactly p phi / q = phi for bootstrap proposals
@@ -129,14 +111,14 @@ def test_importance_sampling_is_smc_without_resampling(setup):
     assert res.log_z == pytest.approx(float(torch.logsumexp(res.log_phi, 0)) - math.log(16))
 
 
-def test_min_tokens_restricts_the_target(setup):
-    lm, prompt, pot, _ = setup
+def test_min_tokens_restricts_the_target(toy_task):
+    lm, prompt, pot, _ = toy_task
     res = run_smc(lm, prompt, pot, 32, T, seed=0, min_tokens=T, ess_threshold=0.0)
     assert all(len(s) == T for s in res.sequences)
 
 
-def test_bad_arguments_are_one_sentence(setup):
-    lm, prompt, pot, _ = setup
+def test_bad_arguments_are_one_sentence(toy_task):
+    lm, prompt, pot, _ = toy_task
     with pytest.raises(HindsightError):
         run_smc(lm, prompt, pot, 0, T)
     with pytest.raises(HindsightError):

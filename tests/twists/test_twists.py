@@ -4,29 +4,12 @@ import pytest
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.exact import exact_kls, exact_target, optimal_twist, proposal_log_weights
-from hindsight.potentials.text import Regex
+from hindsight.evaluation.exact import exact_kls, optimal_twist, proposal_log_weights
 from hindsight.samplers.smc import trace_drawer
 from hindsight.twists.checkpoint import load_twist, save_twist
 from hindsight.twists.heads import make_head
 from hindsight.twists.train import History, TrainConfig, as_batch, ctl_loss, plot_history, train_twist
-
-T = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def setup(toy):
-    prompt = toy.encode("ab")
-    pot = Regex("cc", penalty=0.02)
-    return toy, prompt, pot, exact_target(toy, prompt, pot, T)
+from tests.toy_task import T, one_thread, toy_task  # noqa: F401
 
 
 def _kl(lm, prompt, pot, tgt, head):
@@ -43,15 +26,15 @@ def _train(lm, prompt, pot, method, steps, seed=0):
     return head, hist
 
 
-def test_untrained_head_is_bootstrap(setup):
-    lm, prompt, pot, tgt = setup
+def test_untrained_head_is_bootstrap(toy_task):
+    lm, prompt, pot, tgt = toy_task
     head = make_head("linear", lm.hidden_size, lm.vocab_size)
     kl_head = _kl(lm, prompt, pot, tgt, head)
     assert kl_head == pytest.approx(exact_kls(tgt, tgt.logp), abs=1e-5)
 
 
-def test_ctl_moves_the_proposal_towards_sigma(setup):
-    lm, prompt, pot, tgt = setup
+def test_ctl_moves_the_proposal_towards_sigma(toy_task):
+    lm, prompt, pot, tgt = toy_task
     before = exact_kls(tgt, tgt.logp)
     head, hist = _train(lm, prompt, pot, "ctl", 200)
     after = _kl(lm, prompt, pot, tgt, head)
@@ -66,8 +49,8 @@ def test_ctl_moves_the_proposal_towards_sigma(setup):
         assert float(ctl_loss(head, batch)) < float(untrained)
 
 
-def test_fudge_baseline_also_learns(setup):
-    lm, prompt, pot, tgt = setup
+def test_fudge_baseline_also_learns(toy_task):
+    lm, prompt, pot, tgt = toy_task
     before = exact_kls(tgt, tgt.logp)
     head, hist = _train(lm, prompt, pot, "fudge", 80)
     after = _kl(lm, prompt, pot, tgt, head)
@@ -75,15 +58,15 @@ def test_fudge_baseline_also_learns(setup):
     assert sum(hist.loss[-10:]) < sum(hist.loss[:10])
 
 
-def test_optimal_twist_proposal_is_sigma(setup):
-    lm, prompt, pot, tgt = setup
+def test_optimal_twist_proposal_is_sigma(toy_task):
+    lm, prompt, pot, tgt = toy_task
     opt = optimal_twist(tgt, lm.vocab_size)
     log_q, log_w = proposal_log_weights(lm, prompt, pot, opt, tgt.seqs, T)
     assert exact_kls(tgt, log_q)[0] == pytest.approx(0.0, abs=1e-5)
 
 
-def test_save_load_resume_and_plot(setup, tmp_path):
-    lm, prompt, pot, tgt = setup
+def test_save_load_resume_and_plot(toy_task, tmp_path):
+    lm, prompt, pot, tgt = toy_task
     draw = trace_drawer(lm, prompt, pot, T)
     head = make_head("linear", lm.hidden_size, lm.vocab_size)
     cfg = TrainConfig(steps=8, batch=16, inner=4, lr=0.01, max_tokens=T)

@@ -13,8 +13,9 @@ from hindsight.errors import HindsightError
 
 twist_app = typer.Typer(help="Learned twists for twisted SMC.", no_args_is_help=True)
 
-POTENTIAL_OPTION = typer.Option(..., "--potential", "-p",
-                                help="toxicity | toxicity>0.5 | sentiment:positive | infill:SUFFIX | regex:PATTERN ...")
+POTENTIAL_OPTION = typer.Option(
+    ..., "--potential", "-p", help="toxicity | toxicity>0.5 | sentiment:positive | infill:SUFFIX | regex:PATTERN ..."
+)
 RAW_OPTION = typer.Option(False, "--raw", help="Use the prompt as plain text, without the chat template.")
 MAX_TOKENS_OPTION = typer.Option(20, "--max-tokens", help="New tokens per completion at most.")
 MIN_TOKENS_OPTION = typer.Option(0, "--min-tokens", help="Restrict the target to completions at least this long.")
@@ -179,7 +180,8 @@ def bounds(
         if name not in files:
             raise HindsightError(f"Unknown sampler {name!r}; choose from bootstrap, twisted, baseline.")
         if name != "bootstrap" and files[name] is None:
-            raise HindsightError(f"The {name} sampler needs --{'twist' if name == 'twisted' else 'baseline-twist'} FILE.")
+            flag = "--twist" if name == "twisted" else "--baseline-twist"
+            raise HindsightError(f"The {name} sampler needs {flag} FILE.")
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     chosen = {name: _load_twist(files[name], lm) for name in names}
     total = len(names) * (len(counts) * seeds + 1)

@@ -187,9 +187,10 @@ def plot_bounds(report: BoundsReport, path: str, title: str = "") -> None:
         xs = [r.particles for r in rows]
         color = f"C{i}"
         for kind, style in (("lower", "-o"), ("upper", "--s")):
-            est = [getattr(r, kind) for r in rows]
-            ax.errorbar(xs, [e.mean for e in est], yerr=[e.half_width for e in est], fmt=style, color=color,
-                        capsize=3, label=f"{name} {kind}")
+            est = [getattr(r, kind) for r in rows]  # a run with no phi > 0 particle (-inf) is left out
+            keep = [i for i, e in enumerate(est) if math.isfinite(e.mean) and math.isfinite(e.half_width)]
+            ax.errorbar([xs[i] for i in keep], [est[i].mean for i in keep], yerr=[est[i].half_width for i in keep],
+                        fmt=style, color=color, capsize=3, label=f"{name} {kind}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("particles")
     ax.set_ylabel("log Z bound")

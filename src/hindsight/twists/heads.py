@@ -32,9 +32,11 @@ class TwistHead(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    @property
-    def out(self) -> nn.Linear:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def _make_output(self, in_features: int) -> None:
+        """The output layer over the vocabulary, zero so that the untrained twist is psi = 1."""
+        self.out = nn.Linear(in_features, self.vocab_size)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def _input(self, hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         hidden = hidden.float()
@@ -72,13 +74,7 @@ class LinearTwist(TwistHead):
 
     def __init__(self, hidden_size: int, vocab_size: int, **kw: Any) -> None:
         super().__init__(hidden_size, vocab_size, **kw)
-        self.linear = nn.Linear(hidden_size + self.cond_size, vocab_size)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    @property
-    def out(self) -> nn.Linear:
-        return self.linear
+        self._make_output(hidden_size + self.cond_size)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -93,13 +89,7 @@ class MLPTwist(TwistHead):
         self.body = nn.Sequential(
             nn.Linear(hidden_size + self.cond_size, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
         )
-        self.linear = nn.Linear(width, vocab_size)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    @property
-    def out(self) -> nn.Linear:
-        return self.linear
+        self._make_output(width)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

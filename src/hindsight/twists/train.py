@@ -40,7 +40,8 @@ class TrainConfig:
 
     def check(self) -> None:
         if self.method not in METHODS:
-            raise HindsightError(f"Unknown twist training method {self.method!r}; choose one of {', '.join(METHODS)}.")
+            raise HindsightError(f"Unknown twist training method {self.method!r}; "
+                                 f"choose one of {', '.join(METHODS)}.")
         if self.steps < 1 or self.batch < 2 or self.inner < 1:
             raise HindsightError("--steps and --inner must be at least 1 and --batch at least 2.")
         if not self.lr > 0:
