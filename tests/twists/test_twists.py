@@ -97,3 +97,19 @@ def test_bad_twist_file_is_one_sentence(tmp_path):
         load_twist(bad)
     with pytest.raises(HindsightError, match="does not exist"):
         load_twist(tmp_path / "missing.pt")
+
+
+def test_heads_output_every_token_and_can_be_conditioned():
+    torch.manual_seed(0)
+    head = make_head("mlp", 8, 5, width=16, cond_size=3)
+    torch.nn.init.normal_(head.out.weight)
+    h = torch.randn(4, 8)
+    full = head(h, torch.zeros(3))
+    assert full.shape == (4, 5)
+    toks = torch.tensor([0, 3, 4, 1])
+    assert torch.allclose(head.log_psi_at(h, toks, torch.zeros(3)), full[torch.arange(4), toks], atol=1e-6)
+    assert not torch.allclose(head(h, torch.ones(3)), full)  # the extra input changes the twist
+    head.condition = torch.ones(3)  # the condition a sampler's log_psi(state) uses
+    assert torch.allclose(head(h), head(h, torch.ones(3)))
+    bounded = make_head("linear", 8, 5, bounded=True)
+    assert torch.all(bounded(h) <= 0)  # psi <= 1
