@@ -113,3 +113,12 @@ def test_heads_output_every_token_and_can_be_conditioned():
     assert torch.allclose(head(h), head(h, torch.ones(3)))
     bounded = make_head("linear", 8, 5, bounded=True)
     assert torch.all(bounded(h) <= 0)  # psi <= 1
+
+
+def test_replay_buffer_reuses_model_batches_only(toy_task):
+    lm, prompt, pot, _ = toy_task
+    draw = trace_drawer(lm, prompt, pot, T, buffer=2)
+    a, b, a2 = draw(None, 8, 0), draw(None, 8, 1), draw(None, 8, 2)
+    assert a2 is a and b is not a  # seed 2 replays buffer slot 0
+    head = make_head("linear", lm.hidden_size, lm.vocab_size)
+    assert draw(head, 8, 0) is not a  # twisted proposals depend on the head: always fresh

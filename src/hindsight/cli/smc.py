@@ -89,6 +89,9 @@ def train(
     batch: int = typer.Option(64, "--batch", help="Completions drawn per round."),
     inner: int = typer.Option(4, "--inner", help="Gradient steps per drawn batch."),
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4 toxicity, 3e-5 classifier)."),
+    proposal: str = typer.Option("twist", "--proposal",
+                                 help="CTL draws from the current twisted proposal (twist) or the model (model)."),
+    buffer: int = typer.Option(0, "--buffer", help="With model proposals: draw this many batches once, then replay."),
     max_tokens: int = MAX_TOKENS_OPTION,
     min_tokens: int = MIN_TOKENS_OPTION,
     plot: Path = typer.Option(None, "--plot", help="Training-curve PNG (default: next to --out)."),
@@ -105,7 +108,7 @@ def train(
     from hindsight.twists.train import History, TrainConfig, plot_history, train_twist
 
     cfg = TrainConfig(method=method, steps=steps, batch=batch, inner=inner, lr=lr, max_tokens=max_tokens,
-                      min_tokens=min_tokens, proposal="model" if method == "fudge" else "twist")
+                      min_tokens=min_tokens, proposal="model" if method == "fudge" else proposal)
     cfg.check()
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     meta = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": potential, "config": cfg.__dict__,
@@ -133,8 +136,8 @@ def train(
         def on_step(step, loss):
             prog.update(task, completed=step, info=f"loss {loss:.4f}")
 
-        history = train_twist(head, cfg, trace_drawer(lm, ids, pot, max_tokens, min_tokens=min_tokens),
-                              optimizer_state=opt_state, history=history, seed=seed, on_step=on_step,
+        draw = trace_drawer(lm, ids, pot, max_tokens, min_tokens=min_tokens, buffer=buffer)
+        history = train_twist(head, cfg, draw, optimizer_state=opt_state, history=history, seed=seed, on_step=on_step,
                               on_round=save)
     plot_history(history, str(plot_path), title=f"{method} twist, {pot.name}")
     out.print(f"wrote {out_path} ({len(history.loss)} steps, last loss {history.loss[-1]:.4f}) and {plot_path}")

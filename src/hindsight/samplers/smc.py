@@ -251,12 +251,22 @@ def conditional_smc(lm: LanguageModel, prompt_ids: Sequence[int], potential: Pot
 
 
 def trace_drawer(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, max_tokens: int, *,
-                 min_tokens: int = 0):
-    """The ``draw`` function twist training needs: traced completions from the current (twisted) proposal."""
+                 min_tokens: int = 0, buffer: int = 0):
+    """The ``draw`` function twist training needs: traced completions from the current (twisted) proposal.
+
+    ``buffer > 0``: model-proposal batches (``twist=None``) do not depend on the twist being trained, so only
+    ``buffer`` distinct batches are drawn and then replayed (head-only gradient steps, no LM cost).
+    """
+    cache: dict[int, dict[str, torch.Tensor]] = {}
 
     def draw(twist: Twist | None, n: int, seed: int) -> dict[str, torch.Tensor]:
+        key = seed % buffer if buffer and twist is None else None
+        if key is not None and key in cache:
+            return cache[key]
         res = run_smc(lm, prompt_ids, potential, n, max_tokens, twist=twist, ess_threshold=0.0, seed=seed,
                       min_tokens=min_tokens, trace=True)
+        if key is not None:
+            cache[key] = res.trace
         return res.trace
 
     return draw
