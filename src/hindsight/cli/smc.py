@@ -213,6 +213,9 @@ def bounds(
         kl.add_row(k.sampler, f"{k.mean_log_w_q:.3f}", f"{k.mean_log_w_sigma:.3f}", f"{k.kl_q_sigma:.3f}",
                    f"{k.kl_sigma_q:.3f}")
     out.print(kl)
+    if rep.best_upper < rep.best_lower:
+        out.print("warning: the best upper bound is below the best lower bound, so the seeds are too few for these "
+                  "bounds to bracket log Z; the KL estimates are not meaningful (use more --seeds).")
     if plot:
         out.print(f"wrote {plot}")
 
