@@ -3,6 +3,7 @@ import torch
 
 from hindsight.errors import HindsightError
 from hindsight.samplers.resampling import SCHEMES, get_scheme
+from tests.toy_task import one_thread  # noqa: F401
 
 W = torch.tensor([0.05, 0.4, 0.0, 0.15, 0.3, 0.1], dtype=torch.float64)
 
