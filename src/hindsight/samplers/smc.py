@@ -14,7 +14,9 @@ are resampled (KV-cache rows are gathered, nothing is recomputed) and ``log Z-ha
 
 ``forced`` clamps the first rows to given completions: with one forced row and resampling that keeps row 0's
 own ancestor, this is conditional SMC, whose ``E[log Z-hat]`` is an upper bound on ``log Z`` when the forced
-completion is an exact sample from ``sigma``. Forcing every row without resampling evaluates ``log w(x)``.
+completion is an exact sample from ``sigma`` (the other particles are then resampled multinomially, whatever
+``resample`` says: that is the conditional scheme the bound is proved for). Forcing every row without
+resampling evaluates ``log w(x)``.
 """
 
 from __future__ import annotations
@@ -180,9 +182,12 @@ def run_smc(
         do_resample = not last and ess_threshold > 0 and (ess_threshold >= 1 or ess_hist[-1] < ess_threshold * n)
         if do_resample and math.isfinite(float(logw.max())):
             log_z += float(torch.logsumexp(logw, 0)) - math.log(n)
-            idx = scheme(torch.softmax(logw, 0), gen)
-            if forced:
-                idx[0] = 0  # conditional SMC: the clamped particle keeps its own history
+            w = torch.softmax(logw, 0)
+            if forced:  # conditional SMC: the clamped particle keeps its own history, the others are drawn iid
+                others = torch.multinomial(w, n - 1, replacement=True, generator=gen) if n > 1 else identity[:0]
+                idx = torch.cat([identity[:1], others])
+            else:
+                idx = scheme(w, gen)
             ancestry.append(idx)
             resampled.append(True)
             if not torch.equal(idx, identity):
