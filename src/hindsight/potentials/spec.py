@@ -47,11 +47,23 @@ def _keywords(arg: str, **_: object) -> Potential:
     return Keywords(arg.split(","))
 
 
+def _infill(arg: str, **context: object) -> Potential:
+    from hindsight.potentials.infill import Infill
+
+    lm, prompt_ids = context.get("lm"), context.get("prompt_ids")
+    if lm is None or prompt_ids is None:
+        raise HindsightError("The infill potential needs a model and a prompt (this command does not provide them).")
+    if not arg:
+        raise HindsightError('infill needs a suffix, e.g. infill:" and they lived happily ever after."')
+    return Infill(lm, prompt_ids, arg)
+
+
 BUILDERS: dict[str, Builder] = {
     "toxicity": _toxicity,
     "sentiment": _sentiment,
     "regex": _regex,
     "keywords": _keywords,
+    "infill": _infill,
 }
 
 
@@ -62,17 +74,20 @@ def _number(text: str, what: str) -> float:
         raise HindsightError(f"The {what} must be a number (got {text!r}).") from None
 
 
+_LITERAL = ("regex:", "infill:")  # kinds whose argument is taken verbatim (may contain * or ^)
+
+
 def parse_potential(spec: str, **context: object) -> Potential:
     """Build a potential from its spec. ``context`` (e.g. ``lm=``, ``prompt_ids=``) reaches LM-based builders."""
     spec = spec.strip()
     if not spec:
         raise HindsightError("The potential spec is empty.")
-    if "*" in spec and not spec.startswith("regex:"):
+    if "*" in spec and not spec.startswith(_LITERAL):
         from hindsight.potentials.base import Product
 
         return Product([parse_potential(part, **context) for part in spec.split("*")])
     m = re.fullmatch(r"(.+)\^([0-9.eE+-]+)", spec)
-    if m and not spec.startswith("regex:"):
+    if m and not spec.startswith(_LITERAL):
         return Tempered(parse_potential(m.group(1), **context), _number(m.group(2), "tempering exponent"))
     head = re.match(r"[a-z_-]+", spec)
     name = head.group(0) if head else ""

@@ -1,0 +1,227 @@
+"""``hindsight smc``, ``hindsight twist train`` and ``hindsight bounds``: twisted SMC from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out,
+                                  print_json, progress_bar)
+from hindsight.errors import HindsightError
+
+twist_app = typer.Typer(help="Learned twists for twisted SMC.", no_args_is_help=True)
+
+POTENTIAL_OPTION = typer.Option(
+    ..., "--potential", "-p", help="toxicity | toxicity>0.5 | sentiment:positive | infill:SUFFIX | regex:PATTERN ..."
+)
+RAW_OPTION = typer.Option(False, "--raw", help="Use the prompt as plain text, without the chat template.")
+MAX_TOKENS_OPTION = typer.Option(20, "--max-tokens", help="New tokens per completion at most.")
+MIN_TOKENS_OPTION = typer.Option(0, "--min-tokens", help="Restrict the target to completions at least this long.")
+RESAMPLE_OPTION = typer.Option("systematic", "--resample", help="multinomial | stratified | systematic | residual.")
+ESS_OPTION = typer.Option(0.5, "--ess-threshold", help="Resample when ESS/N falls below this (1: every step, 0: never).")
+
+
+def _setup(model, device, prompt, raw, potential):
+    from hindsight.potentials import parse_potential
+
+    lm = get_model(model, device)
+    ids = lm.prompt_ids(prompt, use_chat=not raw)
+    return lm, ids, parse_potential(potential, lm=lm, prompt_ids=ids)
+
+
+def _load_twist(path: Path | None, lm):
+    if path is None:
+        return None
+    from hindsight.twists.checkpoint import check_twist_fits, load_twist
+
+    head, meta, _ = load_twist(path, device=lm.device)
+    check_twist_fits(head, lm.vocab_size, getattr(lm, "hidden_size", -1), lm.name, meta)
+    return head
+
+
+def smc(
+    prompt: str = typer.Argument(..., help="The prompt (chat template applied unless --raw)."),
+    potential: str = POTENTIAL_OPTION,
+    particles: int = typer.Option(16, "--particles", "-n", help="Number of particles (they share the prompt's cache)."),
+    max_tokens: int = MAX_TOKENS_OPTION,
+    twist: Path = typer.Option(None, "--twist", help="A twist file from `hindsight twist train` (else bootstrap SMC)."),
+    resample: str = RESAMPLE_OPTION,
+    ess_threshold: float = ESS_OPTION,
+    min_tokens: int = MIN_TOKENS_OPTION,
+    raw: bool = RAW_OPTION,
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    seed: int = SEED_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Sample from p(x | prompt) * phi(x) with (twisted) sequential Monte Carlo."""
+    from hindsight.samplers.smc import run_smc
+
+    lm, ids, pot = _setup(model, device, prompt, raw, potential)
+    head = _load_twist(twist, lm)
+    res = run_smc(lm, ids, pot, particles, max_tokens, twist=head, resample=resample, ess_threshold=ess_threshold,
+                  seed=seed, min_tokens=min_tokens)
+    if json_out:
+        print_json({"model": lm.name, "prompt": prompt, "potential": pot.name, "twist": str(twist) if twist else None,
+                    "seed": seed, "particles": particles, "max_tokens": max_tokens, **res.as_dict()})
+        return
+    sampler = "twisted" if head is not None else "bootstrap"
+    table = Table(title=f"{sampler} SMC, {particles} particles, {pot.name}: log Z-hat = {res.log_z:.3f}, "
+                        f"{res.seconds:.1f}s, resampled {sum(res.resampled)}x")
+    for col, just in (("#", "right"), ("weight", "right"), ("log phi", "right"), ("text", "left")):
+        table.add_column(col, justify=just)
+    order = sorted(range(particles), key=lambda i: -float(res.weights[i]))
+    for i in order:
+        table.add_row(str(i), f"{float(res.weights[i]):.3f}", f"{float(res.log_phi[i]):.2f}", res.texts[i])
+    out.print(table)
+    out.print(f"ESS per step: {' '.join(f'{e:.1f}' for e in res.ess)}")
+
+
+def train(
+    potential: str = POTENTIAL_OPTION,
+    prompt: str = typer.Option(..., "--prompt", help="The prompt the twist is trained for."),
+    out_path: Path = typer.Option(..., "--out", help="Twist file to write (resumed if it exists)."),
+    method: str = typer.Option("ctl", "--method", help="ctl (contrastive twist learning) or fudge (baseline)."),
+    head_kind: str = typer.Option("linear", "--head", help="linear or mlp (3 layers)."),
+    steps: int = typer.Option(200, "--steps", help="Gradient steps in total (a resumed run continues to this)."),
+    batch: int = typer.Option(64, "--batch", help="Completions drawn per round."),
+    inner: int = typer.Option(4, "--inner", help="Gradient steps per drawn batch."),
+    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4 toxicity, 3e-5 classifier)."),
+    proposal: str = typer.Option("twist", "--proposal",
+                                 help="CTL draws from the current twisted proposal (twist) or the model (model)."),
+    buffer: int = typer.Option(0, "--buffer", help="With model proposals: draw this many batches once, then replay."),
+    max_tokens: int = MAX_TOKENS_OPTION,
+    min_tokens: int = MIN_TOKENS_OPTION,
+    plot: Path = typer.Option(None, "--plot", help="Training-curve PNG (default: next to --out)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over even if --out exists."),
+    raw: bool = RAW_OPTION,
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Train a twist head on the frozen model (saved after every batch; rerun to resume)."""
+    from hindsight.samplers.smc import trace_drawer
+    from hindsight.twists.checkpoint import load_twist, save_twist
+    from hindsight.twists.heads import make_head
+    from hindsight.twists.train import History, TrainConfig, plot_history, train_twist
+
+    cfg = TrainConfig(method=method, steps=steps, batch=batch, inner=inner, lr=lr, max_tokens=max_tokens,
+                      min_tokens=min_tokens, proposal="model" if method == "fudge" else proposal)
+    cfg.check()
+    lm, ids, pot = _setup(model, device, prompt, raw, potential)
+    meta = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": potential, "config": cfg.__dict__,
+            "seed": seed}
+    opt_state, history = None, History()
+    if out_path.exists() and not fresh:
+        head, old, opt_state = load_twist(out_path, device=lm.device)
+        for key in ("model", "prompt", "potential"):
+            if old.get(key) != meta[key]:
+                raise HindsightError(f"{out_path} was trained with {key} {old.get(key)!r}, not {meta[key]!r}; "
+                                     "use --fresh to overwrite it.")
+        history = History(**old["history"])
+        err.print(f"resuming {out_path} from step {history.steps[-1] if history.steps else 0}")
+    else:
+        head = make_head(head_kind, lm.hidden_size, lm.vocab_size, bounded=method == "fudge").to(lm.device)
+    plot_path = plot or out_path.with_suffix(".png")
+
+    def save(step, opt, hist):
+        save_twist(out_path, head, {**meta, "step": step, "history": hist.as_dict()}, opt.state_dict())
+
+    done = history.steps[-1] if history.steps else 0
+    with progress_bar(f"twist {method}", steps) as (prog, task):
+        prog.update(task, completed=done)
+
+        def on_step(step, loss):
+            prog.update(task, completed=step, info=f"loss {loss:.4f}")
+
+        draw = trace_drawer(lm, ids, pot, max_tokens, min_tokens=min_tokens, buffer=buffer)
+        history = train_twist(head, cfg, draw, optimizer_state=opt_state, history=history, seed=seed, on_step=on_step,
+                              on_round=save)
+    plot_history(history, str(plot_path), title=f"{method} twist, {pot.name}")
+    out.print(f"wrote {out_path} ({len(history.loss)} steps, last loss {history.loss[-1]:.4f}) and {plot_path}")
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise HindsightError(f"{what} must be comma-separated integers (got {text!r}).") from None
+    if not vals:
+        raise HindsightError(f"{what} is empty.")
+    return vals
+
+
+def bounds(
+    potential: str = POTENTIAL_OPTION,
+    prompt: str = typer.Option(..., "--prompt", help="The prompt."),
+    samplers: str = typer.Option("bootstrap,twisted", "--samplers", help="Any of bootstrap, twisted, baseline."),
+    twist: Path = typer.Option(None, "--twist", help="Twist file for the 'twisted' sampler."),
+    baseline_twist: Path = typer.Option(None, "--baseline-twist", help="Twist file for the 'baseline' sampler."),
+    particles: str = typer.Option("4,16,64", "--particles", help="Comma-separated particle counts."),
+    seeds: int = typer.Option(5, "--seeds", help="Independent runs per sampler and particle count."),
+    max_tokens: int = MAX_TOKENS_OPTION,
+    min_tokens: int = MIN_TOKENS_OPTION,
+    kl_samples: int = typer.Option(32, "--kl-samples", help="Proposal and exact samples for the KL estimates."),
+    resample: str = RESAMPLE_OPTION,
+    ess_threshold: float = ESS_OPTION,
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG of the bounds against particles."),
+    raw: bool = RAW_OPTION,
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Lower/upper bounds on log Z and KL estimates for each sampler (exact samples by rejection sampling)."""
+    from hindsight.evaluation.bounds import bounds as run_bounds
+    from hindsight.evaluation.bounds import plot_bounds
+
+    counts = _int_list(particles, "--particles")
+    names = [s.strip() for s in samplers.split(",") if s.strip()]
+    files = {"bootstrap": None, "twisted": twist, "baseline": baseline_twist}
+    for name in names:
+        if name not in files:
+            raise HindsightError(f"Unknown sampler {name!r}; choose from bootstrap, twisted, baseline.")
+        if name != "bootstrap" and files[name] is None:
+            flag = "--twist" if name == "twisted" else "--baseline-twist"
+            raise HindsightError(f"The {name} sampler needs {flag} FILE.")
+    lm, ids, pot = _setup(model, device, prompt, raw, potential)
+    chosen = {name: _load_twist(files[name], lm) for name in names}
+    total = len(names) * (len(counts) * seeds + 1)
+    with progress_bar("bounds", total) as (prog, task):
+        rep = run_bounds(lm, ids, pot, chosen, counts, seeds, max_tokens, resample=resample,
+                         ess_threshold=ess_threshold, kl_samples=kl_samples, min_tokens=min_tokens,
+                         on_run=lambda msg: prog.update(task, advance=1, info=msg))
+    if plot:
+        plot_bounds(rep, str(plot), title=f"{pot.name}: log Z bounds ({seeds} seeds)")
+    if json_out:
+        print_json({"model": lm.name, "prompt": prompt, "potential": pot.name, "max_tokens": max_tokens,
+                    **rep.as_dict()})
+        return
+    table = Table(title=f"log Z bounds, {pot.name}, {seeds} seeds (mean ± 95% half-width); "
+                        f"{rep.exact_samples} exact samples from {rep.model_draws} model draws")
+    for col in ("sampler", "particles", "lower", "upper", "gap"):
+        table.add_column(col, justify="right")
+    for r in rep.rows:
+        table.add_row(r.sampler, str(r.particles), f"{r.lower.mean:.3f} ± {r.lower.half_width:.3f}",
+                      f"{r.upper.mean:.3f} ± {r.upper.half_width:.3f}", f"{r.gap:.3f}")
+    out.print(table)
+    kl = Table(title=f"KL estimates (log Z bracketed by [{rep.best_lower:.3f}, {rep.best_upper:.3f}])")
+    for col in ("sampler", "E_q log w", "E_sigma log w", "KL(q||sigma)", "KL(sigma||q)"):
+        kl.add_column(col, justify="right")
+    for k in rep.kls:
+        kl.add_row(k.sampler, f"{k.mean_log_w_q:.3f}", f"{k.mean_log_w_sigma:.3f}", f"{k.kl_q_sigma:.3f}",
+                   f"{k.kl_sigma_q:.3f}")
+    out.print(kl)
+    if rep.best_upper < rep.best_lower:
+        out.print("warning: the best upper bound is below the best lower bound, so the seeds are too few for these "
+                  "bounds to bracket log Z; the KL estimates are not meaningful (use more --seeds).")
+    if plot:
+        out.print(f"wrote {plot}")
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    app.command("smc")(smc)
+    app.command("bounds")(bounds)
+    twist_app.command("train")(train)
+    app.add_typer(twist_app, name="twist")

@@ -1,0 +1,201 @@
+"""Bidirectional bounds on ``log Z`` and the KL estimates they give (Zhao et al., ICML 2024, section 6).
+
+- Lower bound: ``E[log Z-hat]`` of SMC (or importance sampling) run from the proposal is ``<= log Z``.
+- Upper bound: ``E[log Z-hat]`` of conditional SMC with an exact target sample clamped as one particle is
+  ``>= log Z``. Exact target samples come from rejection sampling when ``phi <= 1`` (draw from the model, accept
+  with probability ``phi``) or are supplied.
+- KL estimates: with ``N = 1`` the bounds are ``E_q[log w] = log Z - KL(q || sigma)`` and
+  ``E_sigma[log w] = log Z + KL(sigma || q)``. Replacing ``log Z`` by the tightest upper (resp. lower) bound
+  measured gives estimates that can only overstate each KL.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from hindsight.errors import HindsightError
+from hindsight.lm.base import LanguageModel
+from hindsight.potentials.base import Potential
+from hindsight.samplers.smc import conditional_smc, run_smc
+from hindsight.twists.base import Twist
+
+
+def rejection_samples(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, k: int, max_tokens: int,
+                      *, seed: int = 0, batch: int = 64, max_draws: int = 100_000, min_tokens: int = 0
+                      ) -> tuple[list[list[int]], int]:
+    """``k`` exact samples from sigma ∝ p · phi (needs phi <= 1) and the number of model draws it took."""
+    gen = torch.Generator().manual_seed(seed + 7919)
+    accepted: list[list[int]] = []
+    draws, rnd = 0, 0
+    while len(accepted) < k:
+        if draws >= max_draws:
+            raise HindsightError(f"Rejection sampling accepted {len(accepted)} of {draws} draws; phi is too rare "
+                                 f"here to get {k} exact samples (supply samples instead).")
+        res = run_smc(lm, prompt_ids, potential, batch, max_tokens, ess_threshold=0.0, seed=seed * 1_000_003 + rnd,
+                      min_tokens=min_tokens)
+        rnd += 1
+        draws += batch
+        if bool((res.log_phi > 1e-9).any()):
+            raise HindsightError(f"Rejection sampling needs phi <= 1, but {potential.name} exceeded 1.")
+        u = torch.rand(batch, generator=gen, dtype=torch.float64)
+        for i in (torch.log(u) < res.log_phi).nonzero().squeeze(1).tolist():
+            accepted.append(res.sequences[i])
+    return accepted[:k], draws
+
+
+@dataclass
+class Estimate:
+    """Values over seeds: mean, standard deviation and a normal 95% half-width."""
+
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        """Mean over seeds; -inf if some run found no particle with phi > 0 (log Z-hat = -inf)."""
+        return sum(self.values) / len(self.values)
+
+    @property
+    def std(self) -> float:
+        if len(self.values) < 2:
+            return 0.0
+        if not all(math.isfinite(v) for v in self.values):
+            return math.inf
+        return statistics.stdev(self.values)
+
+    @property
+    def half_width(self) -> float:
+        return 1.96 * self.std / math.sqrt(len(self.values)) if len(self.values) > 1 else 0.0
+
+    def as_dict(self) -> dict[str, float | list[float]]:
+        return {"mean": self.mean, "std": self.std, "ci95": self.half_width, "values": self.values}
+
+
+@dataclass
+class BoundsRow:
+    sampler: str
+    particles: int
+    lower: Estimate
+    upper: Estimate
+
+    @property
+    def gap(self) -> float:
+        return self.upper.mean - self.lower.mean
+
+    def as_dict(self) -> dict:
+        return {"sampler": self.sampler, "particles": self.particles, "lower": self.lower.as_dict(),
+                "upper": self.upper.as_dict(), "gap": self.gap}
+
+
+@dataclass
+class KLEstimate:
+    sampler: str
+    mean_log_w_q: float  # E_q[log w], from proposal samples
+    mean_log_w_sigma: float  # E_sigma[log w], from exact target samples
+    kl_q_sigma: float  # KL(q || sigma) <= upper - E_q log w
+    kl_sigma_q: float  # KL(sigma || q) <= E_sigma log w - lower
+    n_q: int
+    n_sigma: int
+
+
+@dataclass
+class BoundsReport:
+    rows: list[BoundsRow]
+    kls: list[KLEstimate]
+    best_lower: float
+    best_upper: float
+    seeds: int
+    exact_samples: int
+    model_draws: int  # spent on rejection sampling (0 when samples were supplied)
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"rows": [r.as_dict() for r in self.rows], "kl": [asdict(k) for k in self.kls],
+                "best_lower": self.best_lower, "best_upper": self.best_upper, "seeds": self.seeds,
+                "exact_samples": self.exact_samples, "model_draws": self.model_draws, **self.extra}
+
+
+def bounds(
+    lm: LanguageModel,
+    prompt_ids: Sequence[int],
+    potential: Potential,
+    samplers: dict[str, Twist | None],
+    particles: Sequence[int],
+    seeds: int,
+    max_tokens: int,
+    *,
+    references: Sequence[Sequence[int]] | None = None,
+    resample: str = "systematic",
+    ess_threshold: float = 0.5,
+    kl_samples: int = 32,
+    min_tokens: int = 0,
+    on_run: Callable[[str], None] | None = None,
+) -> BoundsReport:
+    """Lower and upper bounds for each sampler (``name -> twist``, None = bootstrap) at each particle count over
+    ``seeds`` seeds, and KL estimates for each sampler's proposal. ``references``: exact target samples (at least
+    ``seeds``; drawn by rejection sampling when not given)."""
+    if seeds < 1 or not particles or min(particles) < 1:
+        raise HindsightError("--seeds and every --particles value must be at least 1.")
+    draws = 0
+    if references is None:
+        references, draws = rejection_samples(lm, prompt_ids, potential, max(seeds, kl_samples), max_tokens,
+                                              min_tokens=min_tokens)
+    references = [list(r) for r in references]
+    if len(references) < seeds:
+        raise HindsightError(f"{len(references)} exact samples were supplied for {seeds} seeds; need one per seed.")
+    note = on_run or (lambda _msg: None)
+    rows: list[BoundsRow] = []
+    kw = dict(resample=resample, ess_threshold=ess_threshold, min_tokens=min_tokens)
+    for name, twist in samplers.items():
+        for n in particles:
+            lo, up = [], []
+            for s in range(seeds):
+                note(f"{name} N={n} seed {s}")
+                lo.append(run_smc(lm, prompt_ids, potential, n, max_tokens, twist=twist, seed=s, **kw).log_z)
+                up.append(conditional_smc(lm, prompt_ids, potential, references[s], n, max_tokens, twist=twist,
+                                          seed=s, **kw).log_z)
+            rows.append(BoundsRow(name, n, Estimate(lo), Estimate(up)))
+    best_lower = max(r.lower.mean for r in rows)
+    best_upper = min(r.upper.mean for r in rows)
+    kls = []
+    for name, twist in samplers.items():
+        note(f"{name} KL")
+        q_run = run_smc(lm, prompt_ids, potential, kl_samples, max_tokens, twist=twist, ess_threshold=0.0, seed=10_007,
+                        min_tokens=min_tokens)
+        s_run = run_smc(lm, prompt_ids, potential, len(references), max_tokens, twist=twist, ess_threshold=0.0,
+                        forced=references, seed=0, min_tokens=min_tokens)
+        e_q = float(q_run.log_weights.mean())
+        e_s = float(s_run.log_weights.mean())
+        kls.append(KLEstimate(name, e_q, e_s, best_upper - e_q, e_s - best_lower, kl_samples, len(references)))
+    return BoundsReport(rows, kls, best_lower, best_upper, seeds, len(references), draws)
+
+
+def plot_bounds(report: BoundsReport, path: str, title: str = "") -> None:
+    """Lower and upper bounds (mean ± 95% interval over seeds) against the number of particles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, name in enumerate(dict.fromkeys(r.sampler for r in report.rows)):
+        rows = [r for r in report.rows if r.sampler == name]
+        xs = [r.particles for r in rows]
+        color = f"C{i}"
+        for kind, style in (("lower", "-o"), ("upper", "--s")):
+            est = [getattr(r, kind) for r in rows]  # a run with no phi > 0 particle (-inf) is left out
+            keep = [i for i, e in enumerate(est) if math.isfinite(e.mean) and math.isfinite(e.half_width)]
+            ax.errorbar([xs[i] for i in keep], [est[i].mean for i in keep], yerr=[est[i].half_width for i in keep],
+                        fmt=style, color=color, capsize=3, label=f"{name} {kind}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("particles")
+    ax.set_ylabel("log Z bound")
+    ax.set_title(title or f"log Z bounds ({report.seeds} seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

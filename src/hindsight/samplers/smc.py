@@ -1,0 +1,277 @@
+"""Sequential Monte Carlo towards ``sigma(x) ∝ p(x | prompt) · phi(x)``: bootstrap, twisted and conditional.
+
+One loop serves every variant. ``N`` particles share the prompt's KV cache (``lm.start``); each step proposes
+one token per particle from ``q(s | s_<t) ∝ p(s | s_<t) · psi_t(s_<t, s)`` (``psi = 1`` without a twist, so
+``q = p``: bootstrap SMC), multiplies the particle's weight by the incremental weight
+
+    log w_t = log sum_s p(s | s_<t) psi_t(s_<t, s) - log psi_{t-1}(s_<t)
+
+and, on the step where the particle ends (EOS or ``max_tokens``), by ``phi(x) / psi_t(x)`` so that the final
+target is ``p · phi``. The product of the incremental weights telescopes to ``p(x) phi(x) / q(x)``. A particle
+that has ended rides along with incremental weight 1. When ESS/N falls below ``ess_threshold`` the particles
+are resampled (KV-cache rows are gathered, nothing is recomputed) and ``log Z-hat`` accumulates
+``log mean w``. ``ess_threshold=0`` never resamples: importance sampling (best-of-N with weights).
+
+``forced`` clamps the first rows to given completions: with one forced row and resampling that keeps row 0's
+own ancestor, this is conditional SMC, whose ``E[log Z-hat]`` is an upper bound on ``log Z`` when the forced
+completion is an exact sample from ``sigma`` (the other particles are then resampled multinomially, whatever
+``resample`` says: that is the conditional scheme the bound is proved for). Forcing every row without
+resampling evaluates ``log w(x)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hindsight.errors import HindsightError
+from hindsight.lm.base import Counters, LanguageModel
+from hindsight.lm.sampling import sample_from_logprobs
+from hindsight.potentials.base import Potential
+from hindsight.samplers.resampling import get_scheme
+from hindsight.twists.base import Twist
+
+
+@dataclass
+class SMCResult:
+    """What one SMC run produced. ``weights`` are the final normalised weights (sum to one)."""
+
+    sequences: list[list[int]]  # completion token ids (ending with EOS when the particle stopped there)
+    texts: list[str]
+    log_weights: torch.Tensor  # [N] float64, unnormalised, accumulated since the last resampling
+    weights: torch.Tensor  # [N] float64, normalised
+    log_phi: torch.Tensor  # [N] float64
+    log_z: float  # sum over resampling epochs of log mean w
+    ess: list[float]  # effective sample size at every step, before any resampling
+    resampled: list[bool]
+    ancestry: torch.Tensor  # [steps, N]: ancestor index each particle took at each step (identity if none)
+    counters: Counters
+    seconds: float
+    trace: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def draw(self, k: int, generator: torch.Generator | None = None) -> list[int]:
+        """Indices of ``k`` samples drawn (with replacement) from the final weighted particles."""
+        return torch.multinomial(self.weights, k, replacement=True, generator=generator).tolist()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "log_z": self.log_z,
+            "ess": [round(e, 4) for e in self.ess],
+            "resampled_steps": [t for t, r in enumerate(self.resampled) if r],
+            "samples": [
+                {"text": t, "weight": float(w), "log_weight": float(lw), "log_phi": float(lp), "tokens": s}
+                for t, w, lw, lp, s in zip(self.texts, self.weights, self.log_weights, self.log_phi, self.sequences)
+            ],
+            "cost": self.counters.as_dict(),
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def _check(n_particles: int, max_tokens: int, ess_threshold: float, min_tokens: int) -> None:
+    if n_particles < 1:
+        raise HindsightError(f"--particles must be at least 1 (got {n_particles}).")
+    if max_tokens < 1:
+        raise HindsightError(f"--max-tokens must be at least 1 (got {max_tokens}).")
+    if not 0 <= ess_threshold <= 1:
+        raise HindsightError(f"--ess-threshold must be in [0, 1] (got {ess_threshold}).")
+    if not 0 <= min_tokens <= max_tokens:
+        raise HindsightError(f"min_tokens must be in [0, max_tokens] (got {min_tokens}).")
+
+
+def run_smc(
+    lm: LanguageModel,
+    prompt_ids: Sequence[int],
+    potential: Potential,
+    n_particles: int,
+    max_tokens: int,
+    *,
+    twist: Twist | None = None,
+    resample: str = "systematic",
+    ess_threshold: float = 0.5,
+    seed: int | None = None,
+    forced: Sequence[Sequence[int]] | None = None,
+    min_tokens: int = 0,
+    trace: bool = False,
+) -> SMCResult:
+    """Run SMC (see the module docstring). ``min_tokens`` restricts the target to completions of at least that
+    many tokens (EOS is masked out of the proposal before then and the weights account for it).
+
+    ``trace=True`` (only without resampling) records, per step, each particle's last hidden state, token,
+    ``log p`` and ``log q`` of that token and whether it was still running: what twist training needs.
+    """
+    _check(n_particles, max_tokens, ess_threshold, min_tokens)
+    scheme = get_scheme(resample)
+    prompt_ids = [int(i) for i in prompt_ids]
+    lm.check_length(len(prompt_ids), max_tokens)
+    forced = [[int(t) for t in f] for f in (forced or [])]
+    if len(forced) > n_particles:
+        raise HindsightError("More forced completions than particles.")
+    if len(forced) > 1 and ess_threshold > 0:
+        raise HindsightError("Several forced rows only make sense without resampling (ess_threshold=0).")
+    if any(not f or len(f) > max_tokens for f in forced):
+        raise HindsightError(f"A forced completion must have 1 to {max_tokens} tokens.")
+    if trace and ess_threshold > 0:
+        raise HindsightError("trace=True needs ess_threshold=0 (no resampling).")
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed if seed is not None else int(time.time_ns() % (2**31)))
+    t0, before = time.perf_counter(), lm.counters.snapshot()
+
+    n, dev = n_particles, lm.device
+    eos = torch.tensor(lm.eos_token_ids, device=dev)
+    state = lm.start(prompt_ids, n)
+    logw = torch.zeros(n, dtype=torch.float64)
+    prev = torch.zeros(n, dtype=torch.float64)  # log psi_{t-1}(s_<t) of each particle
+    live = torch.ones(n, dtype=torch.bool)
+    lengths = torch.zeros(n, dtype=torch.long)
+    log_phi = torch.zeros(n, dtype=torch.float64)
+    log_z = 0.0
+    ess_hist: list[float] = []
+    resampled: list[bool] = []
+    ancestry: list[torch.Tensor] = []
+    rec: dict[str, list[torch.Tensor]] = {"hidden": [], "tokens": [], "logp": [], "logq": [], "alive": []}
+    identity = torch.arange(n)
+
+    for t in range(max_tokens):
+        lp = state.logprobs
+        logits = lp
+        if twist is not None:
+            logits = lp + twist.log_psi(state).to(device=dev, dtype=lp.dtype)
+        if t < min_tokens:
+            logits = logits.index_fill(1, eos, -math.inf)
+        modified = logits is not lp
+        norm = torch.logsumexp(logits.double(), dim=-1).cpu() if modified else torch.zeros(n, dtype=torch.float64)
+        tok = sample_from_logprobs(logits, generator=gen)
+        for i, f in enumerate(forced):
+            if t < len(f):
+                tok[i] = f[t]
+        chosen = logits.gather(1, tok[:, None]).squeeze(1).double().cpu()
+        chosen_lp = lp.gather(1, tok[:, None]).squeeze(1).double().cpu()
+        cur = chosen - chosen_lp  # log psi_t(s_1..t) (plus the EOS mask), 0 without a twist
+        if trace:
+            rec["hidden"].append(state.hidden.detach().float().cpu().clone())
+            rec["tokens"].append(tok.cpu().clone())
+            rec["logp"].append(chosen_lp)
+            rec["logq"].append(chosen - norm)
+            rec["alive"].append(live.clone())
+        lm.step(state, tok)
+        done = state.done.cpu()
+        ending = live & (done | (t == max_tokens - 1))
+        for i, f in enumerate(forced):
+            if live[i] and t == len(f) - 1:
+                ending[i] = True
+                state.done[i] = True
+        inc = norm - prev
+        lengths += live.long()
+        if bool(ending.any()):
+            idx = ending.nonzero().squeeze(1)
+            toks = [state.tokens[i, : lengths[i]].tolist() for i in idx.tolist()]
+            texts = [lm.decode(s) for s in toks]
+            log_phi[idx] = potential.log_phi(texts, toks)
+            inc[idx] += log_phi[idx] - cur[idx]
+        inc = torch.where(live, inc, torch.zeros_like(inc))
+        logw = logw + inc
+        prev = torch.where(live, cur, prev)
+        live = live & ~ending
+        ess_hist.append(_ess(logw))
+        last = t == max_tokens - 1 or not bool(live.any())
+        do_resample = not last and ess_threshold > 0 and (ess_threshold >= 1 or ess_hist[-1] < ess_threshold * n)
+        if do_resample and math.isfinite(float(logw.max())):
+            log_z += float(torch.logsumexp(logw, 0)) - math.log(n)
+            w = torch.softmax(logw, 0)
+            if forced:  # conditional SMC: the clamped particle keeps its own history, the others are drawn iid
+                others = torch.multinomial(w, n - 1, replacement=True, generator=gen) if n > 1 else identity[:0]
+                idx = torch.cat([identity[:1], others])
+            else:
+                idx = scheme(w, gen)
+            ancestry.append(idx)
+            resampled.append(True)
+            if not torch.equal(idx, identity):
+                state = lm.select(state, idx.to(dev))
+                prev, live, lengths, log_phi = prev[idx], live[idx], lengths[idx], log_phi[idx]
+            logw = torch.zeros(n, dtype=torch.float64)
+        else:
+            ancestry.append(identity)
+            resampled.append(False)
+        if last:
+            break
+
+    log_z += float(torch.logsumexp(logw, 0)) - math.log(n)
+    weights = torch.softmax(logw, 0) if math.isfinite(float(logw.max())) else torch.full((n,), 1.0 / n,
+                                                                                         dtype=torch.float64)
+    rows = state.tokens.cpu()
+    sequences = [rows[i, : lengths[i]].tolist() for i in range(n)]
+    result = SMCResult(
+        sequences=sequences,
+        texts=[lm.decode(s) for s in sequences],
+        log_weights=logw,
+        weights=weights,
+        log_phi=log_phi,
+        log_z=log_z,
+        ess=ess_hist,
+        resampled=resampled,
+        ancestry=torch.stack(ancestry),
+        counters=lm.counters.since(before),
+        seconds=time.perf_counter() - t0,
+    )
+    if trace:
+        result.trace = {k: torch.stack(v, dim=1) for k, v in rec.items()}  # [N, steps, ...]
+        result.trace["log_phi"] = log_phi
+    return result
+
+
+def _ess(logw: torch.Tensor) -> float:
+    if not math.isfinite(float(logw.max())):
+        return 0.0
+    return float(torch.exp(2 * torch.logsumexp(logw, 0) - torch.logsumexp(2 * logw, 0)))
+
+
+def bootstrap_smc(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, n_particles: int,
+                  max_tokens: int, **kw: Any) -> SMCResult:
+    """Proposal = the model, weight = phi at the end (N=1 without resampling: plain sampling)."""
+    return run_smc(lm, prompt_ids, potential, n_particles, max_tokens, twist=None, **kw)
+
+
+def twisted_smc(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, twist: Twist,
+                n_particles: int, max_tokens: int, **kw: Any) -> SMCResult:
+    """Proposal ∝ p · psi_t over the whole vocabulary; weights telescope to p · phi / q."""
+    return run_smc(lm, prompt_ids, potential, n_particles, max_tokens, twist=twist, **kw)
+
+
+def importance_sampling(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, n_particles: int,
+                        max_tokens: int, **kw: Any) -> SMCResult:
+    """SMC without resampling: ``N`` independent proposals weighted by ``p · phi / q`` (best-of-N with weights)."""
+    kw["ess_threshold"] = 0.0
+    return run_smc(lm, prompt_ids, potential, n_particles, max_tokens, **kw)
+
+
+def conditional_smc(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, reference: Sequence[int],
+                    n_particles: int, max_tokens: int, **kw: Any) -> SMCResult:
+    """SMC with particle 0 clamped to ``reference`` (an exact sample from sigma gives an upper bound)."""
+    return run_smc(lm, prompt_ids, potential, n_particles, max_tokens, forced=[reference], **kw)
+
+
+def trace_drawer(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, max_tokens: int, *,
+                 min_tokens: int = 0, buffer: int = 0):
+    """The ``draw`` function twist training needs: traced completions from the current (twisted) proposal.
+
+    ``buffer > 0``: model-proposal batches (``twist=None``) do not depend on the twist being trained, so only
+    ``buffer`` distinct batches are drawn and then replayed (head-only gradient steps, no LM cost).
+    """
+    cache: dict[int, dict[str, torch.Tensor]] = {}
+
+    def draw(twist: Twist | None, n: int, seed: int) -> dict[str, torch.Tensor]:
+        key = seed % buffer if buffer and twist is None else None
+        if key is not None and key in cache:
+            return cache[key]
+        res = run_smc(lm, prompt_ids, potential, n, max_tokens, twist=twist, ess_threshold=0.0, seed=seed,
+                      min_tokens=min_tokens, trace=True)
+        if key is not None:
+            cache[key] = res.trace
+        return res.trace
+
+    return draw

@@ -1,0 +1,113 @@
+"""Learned twist heads: small networks on the frozen LM's last hidden state giving ``log psi`` for every token.
+
+``LinearTwist`` is one linear map ``[d] -> [V]``; ``MLPTwist`` is three layers (as in the twisted-SMC paper).
+Both may take an extra conditioning vector (e.g. an embedding of an infilling suffix), concatenated to the
+hidden state. The output layer starts at zero, so an untrained twist is ``psi = 1`` (bootstrap SMC).
+``bounded=True`` squashes the output through ``log sigmoid`` (``psi <= 1``), which a classifier-style learner
+such as FUDGE needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hindsight.errors import HindsightError
+from hindsight.lm.base import DecodeState
+
+
+class TwistHead(nn.Module):
+    """Base of the learned twists: ``features(h)`` then an output layer over the vocabulary."""
+
+    kind = "head"
+
+    def __init__(self, hidden_size: int, vocab_size: int, *, cond_size: int = 0, bounded: bool = False) -> None:
+        super().__init__()
+        self.hidden_size, self.vocab_size, self.cond_size, self.bounded = hidden_size, vocab_size, cond_size, bounded
+        self.register_buffer("condition", torch.zeros(cond_size))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _make_output(self, in_features: int) -> None:
+        """The output layer over the vocabulary, zero so that the untrained twist is psi = 1."""
+        self.out = nn.Linear(in_features, self.vocab_size)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _input(self, hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        hidden = hidden.float()
+        if self.cond_size:
+            c = self.condition if cond is None else cond.float()
+            hidden = torch.cat([hidden, c.expand(hidden.shape[0], -1)], dim=-1)
+        return hidden
+
+    def _squash(self, raw: torch.Tensor) -> torch.Tensor:
+        return F.logsigmoid(raw) if self.bounded else raw
+
+    def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``[n, V]`` log psi for every next token."""
+        return self._squash(self.out(self.features(self._input(hidden, cond))))
+
+    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``log psi`` of one chosen token per row (``[m]``), computing only those output columns (training)."""
+        f = self.features(self._input(hidden, cond))
+        raw = (f * self.out.weight[tokens]).sum(-1) + self.out.bias[tokens]
+        return self._squash(raw)
+
+    def log_psi(self, state: DecodeState) -> torch.Tensor:
+        """The :class:`~hindsight.twists.base.Twist` interface used by the samplers (no gradients)."""
+        dev = next(self.parameters()).device
+        with torch.no_grad():
+            return self.forward(state.hidden.to(dev))
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "hidden_size": self.hidden_size, "vocab_size": self.vocab_size,
+                "cond_size": self.cond_size, "bounded": self.bounded}
+
+
+class LinearTwist(TwistHead):
+    kind = "linear"
+
+    def __init__(self, hidden_size: int, vocab_size: int, **kw: Any) -> None:
+        super().__init__(hidden_size, vocab_size, **kw)
+        self._make_output(hidden_size + self.cond_size)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class MLPTwist(TwistHead):
+    kind = "mlp"
+
+    def __init__(self, hidden_size: int, vocab_size: int, *, width: int = 256, **kw: Any) -> None:
+        super().__init__(hidden_size, vocab_size, **kw)
+        self.width = width
+        self.body = nn.Sequential(
+            nn.Linear(hidden_size + self.cond_size, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
+        )
+        self._make_output(width)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "width": self.width}
+
+
+HEADS = {"linear": LinearTwist, "mlp": MLPTwist}
+
+
+def make_head(kind: str, hidden_size: int, vocab_size: int, **kw: Any) -> TwistHead:
+    if kind not in HEADS:
+        raise HindsightError(f"Unknown twist head {kind!r}; choose one of {', '.join(HEADS)}.")
+    return HEADS[kind](hidden_size, vocab_size, **kw)
+
+
+def head_from_config(cfg: dict[str, Any]) -> TwistHead:
+    cfg = dict(cfg)
+    kind = cfg.pop("kind")
+    return make_head(kind, cfg.pop("hidden_size"), cfg.pop("vocab_size"), **cfg)

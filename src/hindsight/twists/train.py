@@ -1,0 +1,204 @@
+"""Training twists on a frozen LM: contrastive twist learning (CTL) and the FUDGE baseline.
+
+Both learn from batches of completions drawn by the sampler itself (``run_smc(..., trace=True)``, no
+resampling), which records each step's hidden state, so a gradient step only runs the small head.
+
+**CTL** minimises ``-( E_sigma[ mean_t log psi_t ] - mean_t E_{pi_t}[ log psi_t ] )`` where
+``pi_t ∝ p(s_1..t) psi_t(s_1..t)``. Positive term: the batch self-normalised towards ``sigma`` with weights
+``p · phi / q``. Negative terms: the same batch reweighted to each ``pi_t`` with ``p · psi_t / q`` (a completion
+that already ended sits at its final target): the negative term is the importance estimate of ``log Z_t``,
+whose gradient is the self-normalised ``E_{pi_t}[grad log psi_t]``, as the method requires.
+
+**FUDGE** (a baseline from the paper's comparisons) fits ``psi_t = P(phi | s_1..t)`` as a classifier on model
+samples: binary cross-entropy of ``log psi_t`` against the label ``phi(x) in [0, 1]`` at every prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from hindsight.errors import HindsightError
+from hindsight.twists.heads import TwistHead
+
+METHODS = ("ctl", "fudge")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "ctl"
+    steps: int = 200  # gradient steps in total
+    batch: int = 64  # completions drawn per round
+    inner: int = 4  # gradient steps on each drawn batch
+    lr: float = 1e-4  # the paper's toxicity setting (3e-5 for a classifier target)
+    max_tokens: int = 20
+    min_tokens: int = 0
+    proposal: str = "twist"  # draw from the current twisted proposal ("twist") or from the model ("model")
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise HindsightError(f"Unknown twist training method {self.method!r}; "
+                                 f"choose one of {', '.join(METHODS)}.")
+        if self.steps < 1 or self.batch < 2 or self.inner < 1:
+            raise HindsightError("--steps and --inner must be at least 1 and --batch at least 2.")
+        if not self.lr > 0:
+            raise HindsightError(f"--lr must be positive (got {self.lr}).")
+        if self.proposal not in ("twist", "model"):
+            raise HindsightError(f"The proposal must be 'twist' or 'model' (got {self.proposal!r}).")
+
+
+@dataclass
+class Batch:
+    """A traced batch: per completion ``k`` and step ``t``."""
+
+    hidden: torch.Tensor  # [K, T, d] hidden state the token at t was drawn from
+    tokens: torch.Tensor  # [K, T]
+    logp: torch.Tensor  # [K, T] float64 log p of the token
+    logq: torch.Tensor  # [K, T] float64 log q of the token (the proposal it was drawn from)
+    alive: torch.Tensor  # [K, T] bool: the completion was still running at step t
+    log_phi: torch.Tensor  # [K]
+
+
+@dataclass
+class History:
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list]:
+        return asdict(self)
+
+
+Draw = Callable[[TwistHead | None, int, int], dict[str, torch.Tensor]]
+"""``draw(twist or None, n, seed)``: ``n`` traced completions from the (twisted) proposal, as recorded by
+``hindsight.samplers.smc.run_smc(..., trace=True)``; see :func:`hindsight.samplers.smc.trace_drawer`."""
+
+
+def as_batch(trace: dict[str, torch.Tensor]) -> Batch:
+    return Batch(trace["hidden"], trace["tokens"], trace["logp"], trace["logq"], trace["alive"], trace["log_phi"])
+
+
+def _head_values(head: TwistHead, b: Batch) -> torch.Tensor:
+    """``log psi_t(s_1..t)`` at running positions (with gradients), 0 elsewhere. ``[K, T]``."""
+    out = torch.zeros(b.tokens.shape, dtype=torch.float32)
+    return out.masked_scatter(b.alive, head.log_psi_at(b.hidden[b.alive], b.tokens[b.alive]))
+
+
+def _wsum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum w * x, where zero weight silences any value (0 * -inf = 0)."""
+    return torch.where(w > 0, w * x, torch.zeros_like(x)).sum()
+
+
+def ctl_loss(head: TwistHead, b: Batch) -> torch.Tensor | None:
+    """The CTL objective on one batch (None when no completion has phi > 0: nothing to learn from).
+
+    Its value is ``mean_t [log Z_t-hat(psi) - E_sigma-hat log psi_t]`` (up to a constant that does not depend on
+    the twist), an estimate of ``mean_t KL(sigma_t || pi_t)`` plus a constant, so lower is better; its gradient is
+    the CTL gradient ``mean_t (E_{pi_t}[grad log psi_t] - E_sigma[grad log psi_t])``.
+    """
+    lpsi = _head_values(head, b).double()
+    ratio = torch.cumsum(torch.where(b.alive, b.logp - b.logq, torch.zeros_like(b.logp)), dim=1)
+    final = ratio[:, -1] + b.log_phi  # log p phi / q of the whole completion
+    if not math.isfinite(float(final.max())):
+        return None
+    k, steps = b.tokens.shape
+    w_pos = torch.softmax(final, 0)[:, None].expand_as(lpsi)
+    pos = _wsum(w_pos, lpsi * b.alive.double()) / steps
+    logw_t = torch.where(b.alive, ratio + lpsi, final[:, None].expand_as(ratio))  # towards pi_t, with gradients
+    log_z_t = torch.logsumexp(logw_t, dim=0) - math.log(k)
+    return (log_z_t.mean() - pos).float()
+
+
+def fudge_loss(head: TwistHead, b: Batch) -> torch.Tensor | None:
+    """Binary cross-entropy of ``psi_t`` against ``phi(x)`` at every running prefix (model samples)."""
+    y = torch.exp(b.log_phi)
+    if bool((y > 1 + 1e-6).any()):
+        raise HindsightError("FUDGE needs a potential with values in [0, 1]; use --method ctl.")
+    a = _head_values(head, b)[b.alive]  # log psi = log sigmoid(raw)
+    target = y[:, None].expand_as(b.alive)[b.alive].float().clamp(0, 1)
+    log_not = torch.log1p(-torch.exp(a).clamp_max(1 - 1e-6))
+    return -(target * a + (1 - target) * log_not).mean()
+
+
+LOSSES: dict[str, Callable[[TwistHead, Batch], torch.Tensor | None]] = {"ctl": ctl_loss, "fudge": fudge_loss}
+
+
+def train_twist(
+    head: TwistHead,
+    cfg: TrainConfig,
+    draw: Draw,
+    *,
+    optimizer_state: dict | None = None,
+    history: History | None = None,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+    on_round: Callable[[int, torch.optim.Optimizer, History], None] | None = None,
+) -> History:
+    """Train ``head`` in place on batches from ``draw`` until ``cfg.steps`` gradient steps are done (counting those in ``history``).
+
+    ``on_step(step, loss)`` is called after each gradient step (progress bars); ``on_round`` after each batch
+    (checkpointing). Resuming = passing the saved optimizer state and history back in.
+    """
+    cfg.check()
+    if cfg.method == "fudge" and (cfg.proposal != "model" or not head.bounded):
+        raise HindsightError("FUDGE learns from model samples with a bounded head (proposal='model', bounded=True).")
+    history = history or History()
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+    if optimizer_state:
+        opt.load_state_dict(optimizer_state)
+    loss_fn = LOSSES[cfg.method]
+    step = history.steps[-1] if history.steps else 0
+    rnd = step // cfg.inner
+    barren = 0  # rounds in a row in which no completion had phi > 0
+    while step < cfg.steps:
+        head.eval()
+        batch = as_batch(draw(head if cfg.proposal == "twist" else None, cfg.batch, seed * 100_003 + rnd))
+        rnd += 1
+        head.train()
+        for _ in range(cfg.inner):
+            if step >= cfg.steps:
+                break
+            loss = loss_fn(head, batch)
+            if loss is None:
+                barren += 1
+                if barren >= 20:
+                    raise HindsightError("No drawn completion had phi > 0 in 20 batches; the potential is too "
+                                         "rare for this proposal (try a softer potential or a larger --batch).")
+                break
+            barren = 0
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            history.steps.append(step)
+            history.loss.append(float(loss.detach()))
+            if on_step:
+                on_step(step, history.loss[-1])
+        if on_round:
+            on_round(step, opt, history)
+    head.eval()
+    return history
+
+
+def plot_history(history: History, path: str, title: str = "twist training") -> None:
+    """The training curve (loss per gradient step, and its running mean) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history.steps, history.loss, lw=0.8, alpha=0.5, label="loss")
+    k = max(1, len(history.loss) // 20)
+    if len(history.loss) >= k:
+        smooth = torch.tensor(history.loss).unfold(0, k, 1).mean(1).tolist()
+        ax.plot(history.steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,63 @@
+"""The smc / twist train / bounds commands end to end on the toy model saved as a local checkpoint."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hindsight.cli.app import app
+from tests.toy_task import one_thread  # noqa: F401
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory, toy):
+    path = tmp_path_factory.mktemp("toy")
+    toy.model.save_pretrained(path)
+    toy.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def _run(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+def test_smc_json(toy_dir):
+    out = json.loads(_run(["smc", "ab", "--raw", "-m", toy_dir, "-p", "regex:cc", "-n", "8", "--max-tokens", "4",
+                           "--seed", "1", "--json"]))
+    assert len(out["samples"]) == 8 and abs(sum(s["weight"] for s in out["samples"]) - 1) < 1e-9
+    assert set(out) >= {"log_z", "ess", "samples"}
+
+
+def test_twist_train_then_smc_and_bounds(toy_dir, tmp_path):
+    twist = tmp_path / "t.pt"
+    common = ["-p", "regex:cc", "--prompt", "ab", "--raw", "-m", toy_dir, "--max-tokens", "4"]
+    _run(["twist", "train", *common, "--out", str(twist), "--steps", "8", "--batch", "16", "--lr", "0.01"])
+    assert twist.exists() and twist.with_suffix(".png").exists()
+    out = _run(["twist", "train", *common, "--out", str(twist), "--steps", "12", "--batch", "16"])  # resumes
+    assert "(12 steps" in " ".join(out.split())
+    fudge = tmp_path / "f.pt"
+    _run(["twist", "train", *common, "--out", str(fudge), "--steps", "4", "--batch", "16", "--method", "fudge"])
+    out = json.loads(_run(["smc", "ab", "--raw", "-m", toy_dir, "-p", "regex:cc", "-n", "4", "--max-tokens", "4",
+                           "--twist", str(twist), "--json"]))
+    assert len(out["samples"]) == 4
+    plot = tmp_path / "b.png"
+    rep = json.loads(_run(["bounds", *common, "--samplers", "bootstrap,twisted,baseline", "--twist", str(twist),
+                           "--baseline-twist", str(fudge), "--particles", "2,4", "--seeds", "2",
+                           "--kl-samples", "8", "--plot", str(plot), "--json"]))
+    assert len(rep["rows"]) == 6 and len(rep["kl"]) == 3 and plot.exists()
+    for r in rep["rows"]:
+        assert r["lower"]["mean"] <= r["upper"]["mean"] + 1.0
+
+
+def test_user_errors_are_one_line(toy_dir, tmp_path):
+    from hindsight.errors import HindsightError
+
+    res = runner.invoke(app, ["bounds", "-p", "regex:c", "--prompt", "ab", "--raw", "-m", toy_dir,
+                              "--samplers", "twisted"])
+    assert isinstance(res.exception, HindsightError) and "--twist" in str(res.exception)
+    res = runner.invoke(app, ["smc", "ab", "--raw", "-m", toy_dir, "-p", "regex:c", "--twist", str(tmp_path / "x")])
+    assert isinstance(res.exception, HindsightError) and "does not exist" in str(res.exception)

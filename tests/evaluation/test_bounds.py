@@ -1,0 +1,47 @@
+"""Bounds and KL estimates against exact values on the enumerable toy model."""
+
+import pytest
+import torch
+
+from hindsight.evaluation.bounds import bounds, plot_bounds, rejection_samples
+from hindsight.evaluation.exact import exact_kls, optimal_twist, proposal_log_weights
+from hindsight.twists.base import TableTwist
+from tests.toy_task import T, one_thread, toy_task  # noqa: F401
+
+
+def test_bounds_bracket_log_z_and_kls_approach_exact(toy_task, tmp_path):
+    lm, prompt, pot, tgt = toy_task
+    gen = torch.Generator().manual_seed(0)
+    refs = tgt.sample(400, gen)
+    noisy = {k: v + 0.7 * float(torch.randn((), generator=gen)) for k, v in optimal_twist(tgt, 4).table.items()}
+    twist = TableTwist(noisy, lm.vocab_size)
+    rep = bounds(lm, prompt, pot, {"bootstrap": None, "twisted": twist}, [2, 64], seeds=40, max_tokens=T,
+                 references=refs, kl_samples=4000)
+    by = {(r.sampler, r.particles): r for r in rep.rows}
+    for r in rep.rows:  # lower < log Z < upper, beyond the seeds' noise
+        assert r.lower.mean + r.lower.half_width < tgt.log_z < r.upper.mean - r.upper.half_width or r.particles == 64
+        assert r.lower.mean < tgt.log_z + 0.02 and r.upper.mean > tgt.log_z - 0.02
+    assert by[("bootstrap", 64)].gap < by[("bootstrap", 2)].gap  # more particles, tighter bounds
+    assert by[("twisted", 2)].gap < by[("bootstrap", 2)].gap  # a good twist, tighter bounds
+    assert rep.best_lower <= tgt.log_z + 0.02 <= rep.best_upper + 0.04
+    # KL estimates against exact KLs of each proposal (they may only overstate, by the bounds' slack)
+    for est, tw in zip(rep.kls, (None, twist)):
+        log_q, _ = proposal_log_weights(lm, prompt, pot, tw, tgt.seqs, T)
+        fwd, rev = exact_kls(tgt, log_q)
+        assert est.kl_q_sigma == pytest.approx(fwd, abs=0.1), (est, fwd)
+        assert est.kl_sigma_q == pytest.approx(rev, abs=0.15), (est, rev)
+    plot_bounds(rep, str(tmp_path / "b.png"))
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rejection_samples_follow_sigma(toy_task):
+    lm, prompt, pot, tgt = toy_task
+    samples, draws = rejection_samples(lm, prompt, pot, 300, T, seed=1)
+    assert len(samples) == 300 and draws >= 300
+    # acceptance rate estimates Z; sample frequencies of the commonest sequence match sigma
+    z = torch.exp(torch.tensor(tgt.log_z))
+    assert abs(300 / draws - float(z)) < 0.1
+    top = max(range(len(tgt.seqs)), key=lambda i: float(tgt.log_sigma[i]))
+    freq = sum(tuple(s) == tgt.seqs[top] for s in samples) / 300
+    p = float(torch.exp(tgt.log_sigma[top]))
+    assert abs(freq - p) < 4 * (p * (1 - p) / 300) ** 0.5
