@@ -7,7 +7,9 @@ Every scorer is the log-likelihood of a *target* text given a *context* text und
 - ``forward``   ``log P(A | Q)`` with a neutral, template-free prompt;
 - ``trlm-fo``   a forward model prompted in reverse, ``log P(SP + Q | A + CP)``;
 - ``trlm-ba``   a reversed-token-order model, ``log P(rev(SP + Q) | rev(A + CP))``, ``rev`` reversing token ids;
-- ``trlm-foba`` a model trained on both directions, used in reverse (``trlm-ba`` scoring with that model).
+- ``trlm-foba`` a model trained on both directions behind a direction tag (``<fwd>``/``<rev>`` by default, read
+  from the model's ``direction_tags``): ``log P(rev(Q) | <rev> rev(A))`` by default, or forwards with
+  ``direction="forward"``: ``log P(A | <fwd> Q)``.
 
 Prompts (SP, CP) differ per application (best-of-N, retrieval, citation), so they live in ``PROMPTS``.
 """
@@ -29,13 +31,15 @@ class Template:
 
     ``chat``: the context is a user turn and the target the assistant reply, through the model's template.
     ``reverse_tokens``: both are encoded and their token ids reversed (for models trained on reversed text);
-    the scored sequence is then ``rev(target) | rev(context)``.
+    the scored sequence is then ``rev(context) | rev(target)``.
+    ``tag``: a direction tag put (unreversed) before the context, for models trained on both directions.
     """
 
     context: str
     target: str
     chat: bool = False
     reverse_tokens: bool = False
+    tag: str = ""
 
 
 # Prompts by application. Wording is ours; the *kind* of prompt follows Yerram et al. (2024): the reverse
@@ -63,6 +67,7 @@ PROMPTS: dict[str, dict[str, Template]] = {
     },
 }
 SCORERS = ("self", "forward", "trlm-fo", "trlm-ba", "trlm-foba")
+FORWARD_TAG, REVERSE_TAG = "<fwd>", "<rev>"  # direction tags of FoBa models (see reverse.training)
 
 
 @dataclass
@@ -97,6 +102,8 @@ class PairScorer:
             ctx, tgt = lm.encode(ctx_text), lm.encode(tgt_text)
         if t.reverse_tokens:
             ctx, tgt = ctx[::-1], tgt[::-1]
+        if t.tag:
+            ctx = lm.encode(t.tag) + ctx
         if not ctx:
             raise HindsightError(f"Scorer {self.name}: the context of a pair is empty.")
         if not tgt:
@@ -121,8 +128,13 @@ def make_scorer(
     task: str = "answer",
     reverse_lm: LanguageModel | None = None,
     template: Template | None = None,
+    direction: str = "reverse",
 ) -> PairScorer:
-    """A scorer by name. ``trlm-ba``/``trlm-foba`` need ``reverse_lm``, a model trained on reversed tokens."""
+    """A scorer by name. ``trlm-ba``/``trlm-foba`` need ``reverse_lm``, a model trained on reversed tokens.
+
+    ``direction`` only matters for ``trlm-foba``: "reverse" (the default) scores the query given the response,
+    "forward" uses the same model as a forward scorer of the response given the query.
+    """
     if name not in SCORERS:
         raise HindsightError(f"Unknown scorer {name!r}; choose one of {', '.join(SCORERS)}.")
     if task not in PROMPTS:
@@ -134,5 +146,16 @@ def make_scorer(
         if reverse_lm is None:
             raise HindsightError(f"Scorer {name} needs a reverse-trained model: pass --reverse-model PATH.")
         model = reverse_lm
+        mode = getattr(reverse_lm, "reverse_mode", None)
+        if mode is not None and mode != name.removeprefix("trlm-"):
+            raise HindsightError(f"The reverse model was trained in {mode} mode; use --scorer trlm-{mode}.")
         tpl = replace(tpl, reverse_tokens=True)
+        if name == "trlm-foba":
+            fwd_tag, rev_tag = getattr(reverse_lm, "direction_tags", (FORWARD_TAG, REVERSE_TAG))
+            if direction == "forward":
+                tpl = Template(context="{query}", target="{response}", tag=fwd_tag)
+            elif direction == "reverse":
+                tpl = replace(tpl, tag=rev_tag)
+            else:
+                raise HindsightError(f"direction must be 'forward' or 'reverse' (got {direction!r}).")
     return PairScorer(model, tpl, name=name)
