@@ -27,7 +27,7 @@ def _table(title: str, rows, json_out: bool, extra: dict) -> None:
 
 
 def preferences(
-    scorers: str = typer.Option("self,forward,trlm-fo", "--scorers", help="Comma-separated scorer names."),
+    scorers: str = typer.Option("self,forward,trlm-fo", "--scorers", help="Comma-separated scorer names; NAME@VARIANT picks another prompt wording."),
     data: str = DATA_OPTION,
     limit: int = LIMIT_OPTION,
     out_file: str = typer.Option("runs/eval-preferences.jsonl", "--out", help="Results JSONL (resumes)."),
@@ -41,9 +41,10 @@ def preferences(
     from hindsight.evaluation.results import ResultFile
     from hindsight.reverse.evals import PREFERENCE_FILE, run_preferences, summarise_preferences
 
+    names = _check_names(scorers, reverse_model)
     path = dataset_file(*PREFERENCE_FILE, data)
     records = list(read_jsonl(path, limit))
-    sc = _scorers_checked(scorers, model, reverse_model, device, "answer")
+    sc = _load_scorers(names, model, reverse_model, device, "answer")
     rf = ResultFile(out_file, "id")
     with progress_bar("preferences", len(records)) as (prog, task):
         run_preferences(records, sc, rf, on_item=lambda: prog.advance(task))
@@ -55,7 +56,7 @@ def preferences(
 
 
 def retrieval(
-    scorers: str = typer.Option("forward,trlm-fo", "--scorers", help="Comma-separated rerankers."),
+    scorers: str = typer.Option("forward,trlm-fo", "--scorers", help="Comma-separated rerankers ('' for BM25 alone); NAME@VARIANT picks another prompt wording."),
     data: str = DATA_OPTION,
     limit: int = LIMIT_OPTION,
     top_k: int = typer.Option(20, "--top-k", help="BM25 passages reranked per claim."),
@@ -74,9 +75,10 @@ def retrieval(
 
     if top_k < 1:
         raise HindsightError(f"--top-k must be at least 1 (got {top_k}).")
+    names = _check_names(scorers, reverse_model, allow_none=True)
     claims_path = dataset_file(SCIFACT, "claims.jsonl", data)
     claims = list(read_jsonl(claims_path, limit))
-    sc = _scorers_checked(scorers, model, reverse_model, device, "retrieval")
+    sc = _load_scorers(names, model, reverse_model, device, "retrieval")
     with err.status("Indexing the SciFact corpus with BM25..."):
         index = BM25Index(read_corpus(claims_path.parent / "corpus.jsonl"))
     rf = ResultFile(out_file, "id")
@@ -89,17 +91,22 @@ def retrieval(
            {"data": str(claims_path.parent), "out": out_file, "top_k": top_k})
 
 
-def _scorers_checked(spec: str, model, reverse_model, device, task: str) -> dict:
+def _check_names(spec: str, reverse_model, allow_none: bool = False) -> list[str]:
+    """Every scorer name checked before data or models are touched."""
     from hindsight.reverse.scorers import SCORERS
 
     names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names:
+    if not names and not allow_none:
         raise HindsightError("--scorers is empty.")
-    bad = [n for n in names if n not in SCORERS]
+    bad = [n for n in names if n.partition("@")[0] not in SCORERS]
     if bad:
         raise HindsightError(f"Unknown scorer {bad[0]!r}; choose from {', '.join(SCORERS)}.")
-    if reverse_model is None and any(n in ("trlm-ba", "trlm-foba") for n in names):
+    if reverse_model is None and any(n.partition("@")[0] in ("trlm-ba", "trlm-foba") for n in names):
         raise HindsightError("Scorers trlm-ba / trlm-foba need a reverse-trained model: pass --reverse-model PATH.")
+    return names
+
+
+def _load_scorers(names: list[str], model, reverse_model, device, task: str) -> dict:
     return {name: build_scorer(name, model, reverse_model, device, task, quiet=True) for name in names}
 
 

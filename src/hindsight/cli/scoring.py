@@ -12,7 +12,7 @@ from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_
 from hindsight.errors import HindsightError
 from hindsight.reverse.scorers import SCORERS, PairScorer
 
-SCORER_HELP = f"One of {', '.join(SCORERS)}."
+SCORER_HELP = f"One of {', '.join(SCORERS)} (trlm-fo@VARIANT for another prompt wording)."
 REVERSE_MODEL_OPTION = typer.Option(None, "--reverse-model", help="A reverse-trained model (the --out of "
                                     "'hindsight reverse train') for trlm-ba / trlm-foba.")
 MEAN_OPTION = typer.Option(False, "--mean", help="Rank by per-token mean log-likelihood instead of the sum.")
@@ -24,10 +24,10 @@ def build_scorer(name: str, model: str | None, reverse_model: str | None, device
     from hindsight.reverse.scorers import make_scorer
     from hindsight.reverse.training import load_reverse_model, resolve_reverse_dir
 
-    if name not in SCORERS:
+    if name.partition("@")[0] not in SCORERS:
         raise HindsightError(f"Unknown scorer {name!r}; choose one of {', '.join(SCORERS)}.")
     rev = None
-    if name in ("trlm-ba", "trlm-foba"):
+    if name.partition("@")[0] in ("trlm-ba", "trlm-foba"):
         if reverse_model is None:
             raise HindsightError(f"Scorer {name} needs a reverse-trained model: pass --reverse-model PATH.")
         resolve_reverse_dir(reverse_model)

@@ -25,8 +25,10 @@ def passage_text(rec: dict) -> str:
     body = rec.get("text", rec.get("abstract", rec.get("passage", "")))
     if isinstance(body, list):
         body = " ".join(body)
-    title = rec.get("title") or ""
-    return f"{title}. {body}".strip(". ") if title else str(body)
+    title = str(rec.get("title") or "").strip()
+    if not title:
+        return str(body)
+    return f"{title} {body}" if title.endswith((".", "?", "!")) else f"{title}. {body}"
 
 
 def read_corpus(path: str | Path) -> list[Passage]:

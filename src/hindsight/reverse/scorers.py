@@ -66,6 +66,21 @@ PROMPTS: dict[str, dict[str, Template]] = {
         "trlm-ba": Template(context="{response}", target="{query}", reverse_tokens=True),
     },
 }
+# Alternative wordings we compared (``make_scorer("trlm-fo@chat", ...)``); results in docs/issue-4a.md.
+# "with-sp" moves the relation phrase into the scored text, so its likelihood after the response counts too.
+PROMPT_VARIANTS: dict[str, dict[str, dict[str, Template]]] = {
+    "answer": {"trlm-fo": {
+        "bare": Template(context="{response}\n\n", target="{query}"),
+        "with-sp": Template(context="Answer: {response}\n\n", target="The above is the answer to this question: {query}"),
+        "chat": Template(context="{response}\n\nWrite the question or instruction that the text above answers.",
+                         target="{query}", chat=True),
+    }},
+    "retrieval": {"trlm-fo": {
+        "bare": Template(context="{response}\n\n", target="{query}"),
+        "claim": Template(context="Abstract: {response}\n\nA claim supported by this abstract:", target=" {query}"),
+        "with-sp": Template(context="Passage: {response}\n\n", target="This passage has an answer to the query: {query}"),
+    }},
+}
 SCORERS = ("self", "forward", "trlm-fo", "trlm-ba", "trlm-foba")
 FORWARD_TAG, REVERSE_TAG = "<fwd>", "<rev>"  # direction tags of FoBa models (see reverse.training)
 
@@ -91,19 +106,20 @@ class PairScorer:
     def __init__(self, lm: LanguageModel, template: Template, name: str = "scorer") -> None:
         self.lm, self.template, self.name = lm, template, name
 
-    def encode_pair(self, query: str, response: str) -> tuple[list[int], list[int]]:
+    def encode_pair(self, query: str, response: str, encode=None) -> tuple[list[int], list[int]]:
         t, lm = self.template, self.lm
+        encode = encode or lm.encode
         ctx_text = t.context.format(query=query, response=response)
         tgt_text = t.target.format(query=query, response=response)
         if t.chat:
             ctx = lm.chat(ctx_text)
-            tgt = lm.encode(tgt_text) + [lm.eos_token_ids[0]]
+            tgt = encode(tgt_text) + [lm.eos_token_ids[0]]
         else:
-            ctx, tgt = lm.encode(ctx_text), lm.encode(tgt_text)
+            ctx, tgt = encode(ctx_text), encode(tgt_text)
         if t.reverse_tokens:
             ctx, tgt = ctx[::-1], tgt[::-1]
         if t.tag:
-            ctx = lm.encode(t.tag) + ctx
+            ctx = encode(t.tag) + ctx
         if not ctx:
             raise HindsightError(f"Scorer {self.name}: the context of a pair is empty.")
         if not tgt:
@@ -113,7 +129,14 @@ class PairScorer:
     def score(self, queries: Sequence[str], responses: Sequence[str], batch_size: int | None = None) -> Scores:
         if len(queries) != len(responses):
             raise HindsightError(f"{len(queries)} queries but {len(responses)} responses.")
-        pairs = [self.encode_pair(q, a) for q, a in zip(queries, responses)]
+        memo: dict[str, list[int]] = {}  # N candidates for one query repeat the same text: encode it once
+
+        def encode(text: str) -> list[int]:
+            if text not in memo:
+                memo[text] = self.lm.encode(text)
+            return list(memo[text])
+
+        pairs = [self.encode_pair(q, a, encode) for q, a in zip(queries, responses)]
         if not pairs:
             return Scores(torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long))
         per_token = self.lm.score([c for c, _ in pairs], [t for _, t in pairs], batch_size=batch_size)
@@ -135,12 +158,20 @@ def make_scorer(
     ``direction`` only matters for ``trlm-foba``: "reverse" (the default) scores the query given the response,
     "forward" uses the same model as a forward scorer of the response given the query.
     """
+    full = name
+    name, _, variant = name.partition("@")
     if name not in SCORERS:
-        raise HindsightError(f"Unknown scorer {name!r}; choose one of {', '.join(SCORERS)}.")
+        raise HindsightError(f"Unknown scorer {full!r}; choose one of {', '.join(SCORERS)}.")
     if task not in PROMPTS:
         raise HindsightError(f"Unknown scoring task {task!r}; choose one of {', '.join(PROMPTS)}.")
     key = "trlm-ba" if name == "trlm-foba" else name
     tpl = template or PROMPTS[task][key]
+    if variant:
+        options = PROMPT_VARIANTS.get(task, {}).get(name, {})
+        if variant not in options:
+            raise HindsightError(f"Scorer {name} has no prompt variant {variant!r} for {task}; "
+                                 f"known: {', '.join(options) or 'none'}.")
+        tpl = options[variant]
     model = lm
     if name in ("trlm-ba", "trlm-foba"):
         if reverse_lm is None:
@@ -158,4 +189,4 @@ def make_scorer(
                 tpl = replace(tpl, tag=rev_tag)
             else:
                 raise HindsightError(f"direction must be 'forward' or 'reverse' (got {direction!r}).")
-    return PairScorer(model, tpl, name=name)
+    return PairScorer(model, tpl, name=full)

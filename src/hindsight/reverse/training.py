@@ -65,7 +65,7 @@ class TrainConfig:
 # that the evaluations score).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"init": "tiny", "data": ["scifact_corpus", "rt_polarity", "imdb_test_sample"], "seq_len": 128,
-             "batch_size": 8, "grad_accum": 1, "lr": 2e-3, "warmup": 30, "steps": 400, "checkpoint_every": 100},
+             "batch_size": 8, "grad_accum": 1, "lr": 2e-3, "warmup": 30, "steps": 300, "checkpoint_every": 100},
     "small": {"init": "small", "data": ["scifact_corpus", "rt_polarity", "imdb_test_sample"], "seq_len": 256,
               "batch_size": 16, "grad_accum": 2, "lr": 1e-3, "warmup": 100, "steps": 3000,
               "checkpoint_every": 250},
@@ -376,13 +376,24 @@ class ReverseTrainer:
             t0 = time.perf_counter()
             loss, tokens = self.train_step()
             dt = max(time.perf_counter() - t0, 1e-9)
+            info = StepInfo(self.step, self.cfg.steps, loss, tokens / dt, learning_rate(self.cfg, self.step - 1))
+            self._log(info)
             if self.step % self.cfg.checkpoint_every == 0:
                 self.save_checkpoint()
             if on_step:
-                on_step(StepInfo(self.step, self.cfg.steps, loss, tokens / dt, learning_rate(self.cfg, self.step)))
+                on_step(info)
         if self.step >= self.cfg.steps:
             return self.save_final()
         return self.out
+
+    def _log(self, info: StepInfo) -> None:
+        """One line per step in ``<out>/train_log.jsonl`` (a resumed run appends after its checkpoint)."""
+        if self.acc and not self.acc.is_main_process:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": info.step, "loss": round(info.loss, 4),
+                                "tokens_per_s": round(info.tokens_per_s, 1), "lr": info.lr}) + "\n")
 
     def eval_loss(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
         """Mean loss over given batches (no gradient), for checks that training helps."""
