@@ -437,6 +437,7 @@ def load_reverse_model(path: str | Path, device: str | None = None) -> LanguageM
 
     d = resolve_reverse_dir(path)
     lm = load_model(str(d), device=device)
+    lm.name = d.parent.name if d.name == "model" else d.name  # the run's name, not "model"
     meta_path = d / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     lm.reverse_mode = meta.get("mode")  # type: ignore[attr-defined]
