@@ -122,7 +122,8 @@ def _ranked(rec: dict, name: str, variant: str) -> list[str]:
 
 def summarise_retrieval(results: Sequence[dict], names: Sequence[str], variants: Sequence[str] = ("sum", "mean"),
                         recall_at: Sequence[int] = (5, 20)) -> list[Row]:
-    """NDCG@10, MRR@10 and Recall@K with 95% intervals, for BM25 alone and each reranker (sum/mean)."""
+    """NDCG@10, MRR@10 and Recall@K with 95% intervals (normal approximation over claims, clipped to [0, 1]),
+    for BM25 alone and each reranker (sum/mean)."""
     rows: list[Row] = []
     n = len(results)
 
@@ -132,7 +133,7 @@ def summarise_retrieval(results: Sequence[dict], names: Sequence[str], variants:
         metrics += [(f"Recall@{k}", lambda r, rel, k=k: recall_at_k(r, rel, k)) for k in recall_at]
         for metric, fn in metrics:
             m, lo, hi = mean_interval([fn(rk, rec["relevant"]) for rk, rec in zip(rankings, results)])
-            rows.append(Row(system, metric, n, m, lo, hi))
+            rows.append(Row(system, metric, n, m, max(0.0, lo), min(1.0, hi)))  # the metrics live in [0, 1]
 
     add("BM25", [rec["bm25"] for rec in results])
     for name in names:

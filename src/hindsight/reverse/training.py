@@ -151,8 +151,9 @@ class PackedData:
             raise HindsightError("The training data has no tokens.")
         self.room = room
         self.epoch, self.index = 0, 0
+        self._order_epoch, self._order = -1, []  # the shuffled order of the current epoch
 
-    def _order(self, epoch: int) -> list[int]:
+    def _order_of(self, epoch: int) -> list[int]:
         order = list(range(len(self.units)))
         random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
         return order
@@ -166,9 +167,9 @@ class PackedData:
         return self.tags[reverse] + ids + [self.eos]
 
     def _next(self) -> list[int]:
-        if not hasattr(self, "_cur_order") or self._cur_epoch != self.epoch:
-            self._cur_order, self._cur_epoch = self._order(self.epoch), self.epoch
-        k = self._cur_order[self.index]
+        if self._order_epoch != self.epoch:
+            self._order, self._order_epoch = self._order_of(self.epoch), self.epoch
+        k = self._order[self.index]
         counter = self.epoch * len(self.units) + self.index
         reverse = self.cfg.mode == "ba" or counter % 2 == 1  # foba: alternate directions
         self.index += 1
