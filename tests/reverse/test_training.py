@@ -85,6 +85,16 @@ def test_pairs_and_bad_settings(tmp_path):
     tr = _trainer(tmp_path, units=PAIRS, mode="foba", steps=2)
     tr.run()
     assert tr.step == 2
+    # the FoBa scorer reads the tags the model was trained with, and refuses to be used as a Ba model
+    from hindsight.reverse.scorers import make_scorer
+
+    lm = load_reverse_model(tmp_path / "run")
+    got = make_scorer("trlm-foba", lm, reverse_lm=lm).score(["what sat?"], ["the cat sat."])
+    q, a = lm.encode("what sat?"), lm.encode("the cat sat.")
+    want = lm.score([lm.encode("r:") + a[::-1]], [q[::-1]])[0].double().sum()
+    assert float(got.total[0]) == pytest.approx(float(want), abs=1e-4)
+    with pytest.raises(HindsightError, match="foba"):
+        make_scorer("trlm-ba", lm, reverse_lm=lm)
     with pytest.raises(HindsightError):
         _trainer(tmp_path / "x", mode="sideways")
     with pytest.raises(HindsightError):
