@@ -73,3 +73,15 @@ def test_scorer_errors(tiny):
         del tiny.reverse_mode
     with pytest.raises(HindsightError):
         make_scorer("forward", tiny).score(["a"], ["b", "c"])
+
+
+def test_long_contexts_keep_the_tokens_nearest_the_scored_text(tiny):
+    """A context longer than the model's window is cut from the far end, not refused."""
+    long_answer = "the answer is long. " * 20  # 400 characters; tiny's context is 256
+    sc = make_scorer("trlm-ba", tiny, reverse_lm=tiny)
+    got = sc.score(["why?"], [long_answer])
+    q, a = tiny.encode("why?")[::-1], tiny.encode(long_answer)[::-1]
+    want = _sum(tiny, a[-(tiny.max_length - len(q)):], q)
+    assert float(got.total[0]) == pytest.approx(want, abs=1e-4)
+    with pytest.raises(HindsightError, match="context"):
+        make_scorer("forward", tiny).score(["q"], ["x" * 300])

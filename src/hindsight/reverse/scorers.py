@@ -118,8 +118,12 @@ class PairScorer:
             ctx, tgt = encode(ctx_text), encode(tgt_text)
         if t.reverse_tokens:
             ctx, tgt = ctx[::-1], tgt[::-1]
-        if t.tag:
-            ctx = encode(t.tag) + ctx
+        tag = encode(t.tag) if t.tag else []
+        room = lm.max_length - len(tgt) - len(tag)
+        if room < 1:
+            raise HindsightError(f"Scorer {self.name}: the text to score is {len(tgt)} tokens, more than "
+                                 f"{lm.name}'s context of {lm.max_length}.")
+        ctx = tag + ctx[-room:]  # too long: keep the context tokens nearest the scored text
         if not ctx:
             raise HindsightError(f"Scorer {self.name}: the context of a pair is empty.")
         if not tgt:
