@@ -258,7 +258,7 @@ class ReverseTrainer:
         if resume is not None:
             model, tokenizer = lmtrain.load_model_for_training(resume)
             saved = json.loads((resume / META_FILE).read_text())["config"]
-            for key in ("mode", "seq_len", "seed", "forward_tag", "reverse_tag"):
+            for key in ("mode", "data", "max_units", "seq_len", "seed", "forward_tag", "reverse_tag"):
                 if saved[key] != getattr(cfg, key):
                     raise HindsightError(f"{self.out} holds a run with {key}={saved[key]!r}, not "
                                          f"{getattr(cfg, key)!r}; use another --out or the same settings.")
