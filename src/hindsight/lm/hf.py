@@ -238,30 +238,26 @@ class HFLanguageModel(LanguageModel):
         results: list[torch.Tensor] = [torch.zeros(0)] * len(ctx)
         seqs = [c + k for c, k in zip(ctx, cont)]
         for group, hidden, starts in self._batches(seqs, prefix, padding_side, batch_size):
-            # the hidden state at column p predicts the token at column p + 1
-            rows, cols, targets, owners = [], [], [], []
-            first_from_prefix = []
+            # the hidden state at column p predicts the token at column p + 1; positions are gathered with
+            # one index per sequence (no per-token Python work), the LM head runs only on those rows
+            rows, cols, targets, sizes, from_prefix = [], [], [], [], []
             for r, j in enumerate(group):
                 c0, nc, nk = int(starts[r]), len(ctx[j]), len(cont[j])
-                for t in range(nk):
-                    p = c0 + nc + t - 1
-                    if p < c0:  # first continuation token right after the prefix
-                        first_from_prefix.append((j, t))
-                        continue
-                    rows.append(r)
-                    cols.append(p)
-                    targets.append(cont[j][t])
-                    owners.append((j, t))
-            out = {j: torch.zeros(len(cont[j])) for j in group}
-            if rows:
-                h = hidden[torch.tensor(rows), torch.tensor(cols)]
+                skip = 1 if nc == 0 and nk > 0 else 0  # the first token follows the prefix directly
+                rows.append(torch.full((nk - skip,), r, dtype=torch.long))
+                cols.append(torch.arange(c0 + nc - 1 + skip, c0 + nc - 1 + nk, dtype=torch.long))
+                targets.extend(cont[j][skip:])
+                sizes.append(nk - skip)
+                from_prefix.append(skip)
+            if targets:
+                h = hidden[torch.cat(rows).to(hidden.device), torch.cat(cols).to(hidden.device)]
                 lp = _gather_chunked(self._head, h, torch.tensor(targets, device=h.device))
-                for (j, t), v in zip(owners, lp.tolist()):
-                    out[j][t] = v
-            for j, t in first_from_prefix:
-                out[j][t] = float(prefix.logprobs[0, cont[j][t]])
-            for j in group:
-                results[j] = out[j]
+            else:
+                lp = torch.zeros(0)
+            for j, part, skip in zip(group, torch.split(lp, sizes), from_prefix):
+                if skip:
+                    part = torch.cat([prefix.logprobs[0, cont[j][0]].reshape(1).float().cpu(), part])
+                results[j] = part
         return results
 
     def next_logprobs(

@@ -7,7 +7,9 @@ Every scorer is the log-likelihood of a *target* text given a *context* text und
 - ``forward``   ``log P(A | Q)`` with a neutral, template-free prompt;
 - ``trlm-fo``   a forward model prompted in reverse, ``log P(SP + Q | A + CP)``;
 - ``trlm-ba``   a reversed-token-order model, ``log P(rev(SP + Q) | rev(A + CP))``, ``rev`` reversing token ids;
-- ``trlm-foba`` a model trained on both directions, used in reverse (``trlm-ba`` scoring with that model).
+- ``trlm-foba`` a model trained on both directions behind a direction tag (``<fwd>``/``<rev>`` by default, read
+  from the model's ``direction_tags``): ``log P(rev(Q) | <rev> rev(A))`` by default, or forwards with
+  ``direction="forward"``: ``log P(A | <fwd> Q)``.
 
 Prompts (SP, CP) differ per application (best-of-N, retrieval, citation), so they live in ``PROMPTS``.
 """
@@ -29,13 +31,15 @@ class Template:
 
     ``chat``: the context is a user turn and the target the assistant reply, through the model's template.
     ``reverse_tokens``: both are encoded and their token ids reversed (for models trained on reversed text);
-    the scored sequence is then ``rev(target) | rev(context)``.
+    the scored sequence is then ``rev(context) | rev(target)``.
+    ``tag``: a direction tag put (unreversed) before the context, for models trained on both directions.
     """
 
     context: str
     target: str
     chat: bool = False
     reverse_tokens: bool = False
+    tag: str = ""
 
 
 # Prompts by application. Wording is ours; the *kind* of prompt follows Yerram et al. (2024): the reverse
@@ -62,7 +66,23 @@ PROMPTS: dict[str, dict[str, Template]] = {
         "trlm-ba": Template(context="{response}", target="{query}", reverse_tokens=True),
     },
 }
+# Alternative wordings we compared (``make_scorer("trlm-fo@chat", ...)``); results in docs/issue-4a.md.
+# "with-sp" moves the relation phrase into the scored text, so its likelihood after the response counts too.
+PROMPT_VARIANTS: dict[str, dict[str, dict[str, Template]]] = {
+    "answer": {"trlm-fo": {
+        "bare": Template(context="{response}\n\n", target="{query}"),
+        "with-sp": Template(context="Answer: {response}\n\n", target="The above is the answer to this question: {query}"),
+        "chat": Template(context="{response}\n\nWrite the question or instruction that the text above answers.",
+                         target="{query}", chat=True),
+    }},
+    "retrieval": {"trlm-fo": {
+        "bare": Template(context="{response}\n\n", target="{query}"),
+        "claim": Template(context="Abstract: {response}\n\nA claim supported by this abstract:", target=" {query}"),
+        "with-sp": Template(context="Passage: {response}\n\n", target="This passage has an answer to the query: {query}"),
+    }},
+}
 SCORERS = ("self", "forward", "trlm-fo", "trlm-ba", "trlm-foba")
+FORWARD_TAG, REVERSE_TAG = "<fwd>", "<rev>"  # direction tags of FoBa models (see reverse.training)
 
 
 @dataclass
@@ -86,17 +106,24 @@ class PairScorer:
     def __init__(self, lm: LanguageModel, template: Template, name: str = "scorer") -> None:
         self.lm, self.template, self.name = lm, template, name
 
-    def encode_pair(self, query: str, response: str) -> tuple[list[int], list[int]]:
+    def encode_pair(self, query: str, response: str, encode=None) -> tuple[list[int], list[int]]:
         t, lm = self.template, self.lm
+        encode = encode or lm.encode
         ctx_text = t.context.format(query=query, response=response)
         tgt_text = t.target.format(query=query, response=response)
         if t.chat:
             ctx = lm.chat(ctx_text)
-            tgt = lm.encode(tgt_text) + [lm.eos_token_ids[0]]
+            tgt = encode(tgt_text) + [lm.eos_token_ids[0]]
         else:
-            ctx, tgt = lm.encode(ctx_text), lm.encode(tgt_text)
+            ctx, tgt = encode(ctx_text), encode(tgt_text)
         if t.reverse_tokens:
             ctx, tgt = ctx[::-1], tgt[::-1]
+        tag = encode(t.tag) if t.tag else []
+        room = lm.max_length - len(tgt) - len(tag)
+        if room < 1:
+            raise HindsightError(f"Scorer {self.name}: the text to score is {len(tgt)} tokens, more than "
+                                 f"{lm.name}'s context of {lm.max_length}.")
+        ctx = tag + ctx[-room:]  # too long: keep the context tokens nearest the scored text
         if not ctx:
             raise HindsightError(f"Scorer {self.name}: the context of a pair is empty.")
         if not tgt:
@@ -106,7 +133,14 @@ class PairScorer:
     def score(self, queries: Sequence[str], responses: Sequence[str], batch_size: int | None = None) -> Scores:
         if len(queries) != len(responses):
             raise HindsightError(f"{len(queries)} queries but {len(responses)} responses.")
-        pairs = [self.encode_pair(q, a) for q, a in zip(queries, responses)]
+        memo: dict[str, list[int]] = {}  # N candidates for one query repeat the same text: encode it once
+
+        def encode(text: str) -> list[int]:
+            if text not in memo:
+                memo[text] = self.lm.encode(text)
+            return list(memo[text])
+
+        pairs = [self.encode_pair(q, a, encode) for q, a in zip(queries, responses)]
         if not pairs:
             return Scores(torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long))
         per_token = self.lm.score([c for c, _ in pairs], [t for _, t in pairs], batch_size=batch_size)
@@ -121,18 +155,42 @@ def make_scorer(
     task: str = "answer",
     reverse_lm: LanguageModel | None = None,
     template: Template | None = None,
+    direction: str = "reverse",
 ) -> PairScorer:
-    """A scorer by name. ``trlm-ba``/``trlm-foba`` need ``reverse_lm``, a model trained on reversed tokens."""
+    """A scorer by name. ``trlm-ba``/``trlm-foba`` need ``reverse_lm``, a model trained on reversed tokens.
+
+    ``direction`` only matters for ``trlm-foba``: "reverse" (the default) scores the query given the response,
+    "forward" uses the same model as a forward scorer of the response given the query.
+    """
+    full = name
+    name, _, variant = name.partition("@")
     if name not in SCORERS:
-        raise HindsightError(f"Unknown scorer {name!r}; choose one of {', '.join(SCORERS)}.")
+        raise HindsightError(f"Unknown scorer {full!r}; choose one of {', '.join(SCORERS)}.")
     if task not in PROMPTS:
         raise HindsightError(f"Unknown scoring task {task!r}; choose one of {', '.join(PROMPTS)}.")
     key = "trlm-ba" if name == "trlm-foba" else name
     tpl = template or PROMPTS[task][key]
+    if variant:
+        options = PROMPT_VARIANTS.get(task, {}).get(name, {})
+        if variant not in options:
+            raise HindsightError(f"Scorer {name} has no prompt variant {variant!r} for {task}; "
+                                 f"known: {', '.join(options) or 'none'}.")
+        tpl = options[variant]
     model = lm
     if name in ("trlm-ba", "trlm-foba"):
         if reverse_lm is None:
             raise HindsightError(f"Scorer {name} needs a reverse-trained model: pass --reverse-model PATH.")
         model = reverse_lm
+        mode = getattr(reverse_lm, "reverse_mode", None)
+        if mode is not None and mode != name.removeprefix("trlm-"):
+            raise HindsightError(f"The reverse model was trained in {mode} mode; use --scorer trlm-{mode}.")
         tpl = replace(tpl, reverse_tokens=True)
-    return PairScorer(model, tpl, name=name)
+        if name == "trlm-foba":
+            fwd_tag, rev_tag = getattr(reverse_lm, "direction_tags", (FORWARD_TAG, REVERSE_TAG))
+            if direction == "forward":
+                tpl = Template(context="{query}", target="{response}", tag=fwd_tag)
+            elif direction == "reverse":
+                tpl = replace(tpl, tag=rev_tag)
+            else:
+                raise HindsightError(f"direction must be 'forward' or 'reverse' (got {direction!r}).")
+    return PairScorer(model, tpl, name=full)

@@ -1,0 +1,105 @@
+"""Retrieval reranking: a BM25 first stage (``bm25s``) returns the top K passages, then a pair scorer reorders
+them: ``score(query | passage)`` for TRLM scorers, ``score(passage | query)`` for the forward ones (the
+direction is the scorer's template, see ``scorers.PROMPTS["retrieval"]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hindsight.errors import HindsightError
+from hindsight.evaluation.data import read_jsonl
+from hindsight.reverse.scorers import PairScorer
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    text: str
+
+
+def passage_text(rec: dict) -> str:
+    """Title and body of a corpus record (SciFact keeps the abstract as a list of sentences)."""
+    body = rec.get("text", rec.get("abstract", rec.get("passage", "")))
+    if isinstance(body, list):
+        body = " ".join(body)
+    title = str(rec.get("title") or "").strip()
+    if not title:
+        return str(body)
+    return f"{title} {body}" if title.endswith((".", "?", "!")) else f"{title}. {body}"
+
+
+def read_corpus(path: str | Path) -> list[Passage]:
+    """A corpus file: JSONL (an id field ``doc_id``/``id``/``_id`` and ``text`` or ``title``+``abstract``) or
+    plain text with one passage per line (ids are line numbers)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise HindsightError(f"The corpus file {path} does not exist.")
+    passages: list[Passage] = []
+    if p.suffix == ".jsonl":
+        for n, rec in enumerate(read_jsonl(p)):
+            pid = next((rec[k] for k in ("doc_id", "id", "_id") if k in rec), n)
+            passages.append(Passage(str(pid), passage_text(rec)))
+    else:
+        lines = p.read_text(encoding="utf-8").splitlines()
+        passages = [Passage(str(n), line.strip()) for n, line in enumerate(lines) if line.strip()]
+    if not passages:
+        raise HindsightError(f"The corpus file {path} holds no passages.")
+    return passages
+
+
+class BM25Index:
+    """A BM25 index over passages (bm25s, English stop words removed)."""
+
+    def __init__(self, passages: Sequence[Passage]) -> None:
+        import bm25s
+
+        self.passages = list(passages)
+        self._bm25s = bm25s
+        self.retriever = bm25s.BM25()
+        self.retriever.index(bm25s.tokenize([p.text for p in self.passages], stopwords="en", show_progress=False),
+                             show_progress=False)
+
+    def search(self, query: str, k: int) -> list[tuple[Passage, float]]:
+        k = min(k, len(self.passages))
+        tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False)
+        if not tokens.ids or not tokens.ids[0]:
+            return [(p, 0.0) for p in self.passages[:k]]  # nothing to match on: corpus order
+        docs, scores = self.retriever.retrieve(tokens, k=k, show_progress=False)
+        return [(self.passages[int(i)], float(s)) for i, s in zip(docs[0], scores[0])]
+
+
+def truncate_words(text: str, max_words: int | None) -> str:
+    """The first ``max_words`` words (long passages cost quadratic time and rarely change the ranking)."""
+    if not max_words:
+        return text
+    words = text.split()
+    return text if len(words) <= max_words else " ".join(words[:max_words])
+
+
+def rerank(scorer: PairScorer, query: str, passages: Sequence[Passage], *, normalise: bool = False,
+           max_words: int | None = None) -> list[float]:
+    """One score per passage (higher is better), from one batched scoring call."""
+    if not passages:
+        return []
+    texts = [truncate_words(p.text, max_words) for p in passages]
+    return scorer.score([query] * len(texts), texts).pick(normalise).tolist()
+
+
+def retrieve(query: str, index: BM25Index, *, top_k: int = 20, scorer: PairScorer | None = None,
+             normalise: bool = False, max_words: int | None = None) -> list[dict]:
+    """BM25 top ``top_k``, reranked by ``scorer`` when given; each hit: rank, id, bm25, score, text."""
+    if top_k < 1:
+        raise HindsightError(f"--top-k must be at least 1 (got {top_k}).")
+    if not query.strip():
+        raise HindsightError("The query is empty.")
+    hits = index.search(query, top_k)
+    if scorer is None:
+        scores = [s for _, s in hits]
+    else:
+        scores = rerank(scorer, query, [p for p, _ in hits], normalise=normalise, max_words=max_words)
+    order = sorted(range(len(hits)), key=lambda i: -scores[i])  # stable: BM25 order breaks ties
+    return [{"rank": r + 1, "id": hits[i][0].id, "bm25": hits[i][1], "score": scores[i], "text": hits[i][0].text}
+            for r, i in enumerate(order)]

@@ -1,0 +1,62 @@
+import pytest
+
+from hindsight.evaluation.results import ResultFile
+from hindsight.evaluation.stats import wilson_interval
+from hindsight.reverse.evals import run_preferences, run_retrieval, summarise_preferences, summarise_retrieval
+from hindsight.reverse.retrieval import BM25Index, Passage
+from hindsight.reverse.scorers import make_scorer
+
+
+def _pref(i, pref, s1, s2, l1=10, l2=20):
+    return {"id": i, "preference": pref, "len_1": l1, "len_2": l2, "scores": {"x": [s1, s2]}}
+
+
+def test_preference_summary_hand_computed():
+    results = [
+        _pref(0, 1.0, [-1.0, 1], [-4.0, 2]),  # sum picks 1 (right); mean -1 vs -2 picks 1 (right)
+        _pref(1, 2.0, [-3.0, 1], [-4.0, 4]),  # sum picks 1 (wrong); mean -3 vs -1 picks 2 (right)
+        _pref(2, 1.0, [-9.0, 3], [-2.0, 1], l1=30),  # sum picks 2 (wrong); mean -3 vs -2 picks 2 (wrong)
+        _pref(3, 0.0, [0.0, 1], [0.0, 1]),  # a draw: left out
+    ]
+    rows = {r.system: r for r in summarise_preferences(results, ["x"])}
+    assert rows["x (sum)"].value == pytest.approx(1 / 3) and rows["x (sum)"].n == 3
+    assert rows["x (mean)"].value == pytest.approx(2 / 3)
+    assert rows["majority class (always output 1)"].value == pytest.approx(2 / 3)
+    assert rows["longer output"].value == pytest.approx(2 / 3)  # picks 2, 2, 1
+    assert (rows["x (sum)"].low, rows["x (sum)"].high) == pytest.approx(wilson_interval(1, 3))
+
+
+def test_retrieval_summary_hand_computed():
+    results = [
+        {"id": 1, "relevant": ["b"], "bm25": ["a", "b", "c"], "top_k": 3, "scores": {"x": [[-3, 1], [-1, 1], [-2, 1]]}},
+        {"id": 2, "relevant": ["c"], "bm25": ["a", "b", "c"], "top_k": 3, "scores": {"x": [[-1, 1], [-5, 1], [-2, 1]]}},
+    ]
+    rows = {(r.system, r.metric): r.value for r in summarise_retrieval(results, ["x"], variants=("sum",),
+                                                                        recall_at=(1,))}
+    assert rows[("BM25", "MRR@10")] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert rows[("x (sum)", "MRR@10")] == pytest.approx((1 + 1 / 2) / 2)  # x ranks b first, then c second
+    assert rows[("x (sum)", "Recall@1")] == pytest.approx(0.5)
+    assert rows[("BM25", "Recall@1")] == 0.0
+
+
+def test_runs_write_incrementally_and_resume(tmp_path, tiny):
+    sc = {"forward": make_scorer("forward", tiny)}
+    recs = [{"id": i, "instruction": "say hi", "output_1": "hi" * (i + 1), "output_2": "hello", "preference": 1.0}
+            for i in range(3)]
+    rf = ResultFile(tmp_path / "p.jsonl")
+    run_preferences(recs[:2], sc, rf)
+    assert len(ResultFile(tmp_path / "p.jsonl")) == 2
+    calls = []
+    rf2 = ResultFile(tmp_path / "p.jsonl")
+    run_preferences(recs, sc, rf2, on_item=lambda: calls.append(1))
+    assert len(calls) == 3 and len(rf2) == 3
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3  # only the new item was scored
+    # adding a scorer later scores only that scorer and keeps the old scores
+    run_preferences(recs, {"trlm-fo": make_scorer("trlm-fo", tiny)}, rf2)
+    assert set(ResultFile(tmp_path / "p.jsonl").records["0"]["scores"]) == {"forward", "trlm-fo"}
+
+    index = BM25Index([Passage("a", "cats purr"), Passage("b", "dogs bark"), Passage("c", "birds sing")])
+    rr = ResultFile(tmp_path / "r.jsonl")
+    run_retrieval([{"id": 5, "claim": "cats purr", "cited_doc_ids": ["a"]}], index, sc, rr, top_k=2)
+    rec = ResultFile(tmp_path / "r.jsonl").records["5"]
+    assert rec["bm25"][0] == "a" and len(rec["scores"]["forward"]) == 2

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from hindsight.errors import HindsightError
+from hindsight.reverse.rerank import best_of_n
+from hindsight.reverse.retrieval import BM25Index, Passage, read_corpus, retrieve, truncate_words
+from hindsight.reverse.scorers import make_scorer
+
+CORPUS = [Passage("0", "cats purr and sleep all day"), Passage("1", "dogs bark at the mail carrier"),
+          Passage("2", "the sun is a star"), Passage("3", "cats and dogs can be friends")]
+
+
+def test_bm25_first_stage_finds_the_matching_passage():
+    index = BM25Index(CORPUS)
+    hits = retrieve("why do cats purr", index, top_k=2)
+    assert hits[0]["id"] == "0" and len(hits) == 2
+    assert [h["rank"] for h in hits] == [1, 2]
+    assert hits[0]["bm25"] >= hits[1]["bm25"]
+    with pytest.raises(HindsightError):
+        retrieve("cats", index, top_k=0)
+
+
+def test_rerank_orders_by_the_scorer(tiny):
+    index = BM25Index(CORPUS)
+    sc = make_scorer("trlm-fo", tiny, task="retrieval")
+    hits = retrieve("cats", index, top_k=3, scorer=sc)
+    ids = [h["id"] for h in hits]
+    want = sc.score(["cats"] * 3, [p.text for p in CORPUS if p.id in ids]).total
+    by_id = dict(zip([p.id for p in CORPUS if p.id in ids], want.tolist()))
+    assert [h["score"] for h in hits] == pytest.approx(sorted(by_id.values(), reverse=True), abs=1e-6)
+    assert all(h["score"] == pytest.approx(by_id[h["id"]], abs=1e-6) for h in hits)
+
+
+def test_read_corpus_formats(tmp_path):
+    (tmp_path / "c.jsonl").write_text(json.dumps({"doc_id": 7, "title": "T", "abstract": ["a b.", "c d."]}) + "\n")
+    assert read_corpus(tmp_path / "c.jsonl") == [Passage("7", "T. a b. c d.")]
+    (tmp_path / "c.txt").write_text("one\n\ntwo\n")
+    assert read_corpus(tmp_path / "c.txt") == [Passage("0", "one"), Passage("2", "two")]
+    with pytest.raises(HindsightError, match="does not exist"):
+        read_corpus(tmp_path / "nope.jsonl")
+    assert truncate_words("a b c d", 2) == "a b" and truncate_words("a b", None) == "a b"
+
+
+def test_best_of_n_picks_the_highest_score(tiny):
+    sc = make_scorer("forward", tiny)
+    res = best_of_n(tiny, "say hi", sc, n=4, max_tokens=6, seed=3)
+    scores = [c["score"] for c in res.candidates]
+    assert len(scores) == 4 and res.index == scores.index(max(scores))
+    assert res.text == res.candidates[res.index]["text"]
+    again = best_of_n(tiny, "say hi", sc, n=4, max_tokens=6, seed=3)
+    assert again.as_dict() == res.as_dict()
