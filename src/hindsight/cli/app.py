@@ -21,9 +21,9 @@ app.add_typer(eval_app, name="eval")
 
 
 def _register() -> None:
-    from hindsight.cli import generate
+    from hindsight.cli import generate, reverse_apps
 
-    for module in (generate,):
+    for module in (generate, reverse_apps):
         module.register(app, eval_app)
 
 
