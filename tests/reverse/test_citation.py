@@ -86,12 +86,10 @@ def test_searches_on_tiny_model_equal_single_scoring(tiny):
 @pytest.mark.slow
 def test_default_model_finds_planted_source(default_lm):
     sents = [
-        "The city council met on Tuesday to discuss the new budget.",
-        "Heavy snow closed three schools in the northern district.",
+        "Heavy snow closed three schools.",
+        "The football club signed a striker from Brazil.",
         "A local bakery won a national award for its sourdough bread.",
-        "Police are searching for a grey van seen near the harbour.",
-        "The football club signed a young striker from Brazil.",
-        "Scientists found a rare orchid growing on the old railway line.",
+        "Police are searching for a grey van.",
     ]
     summary = "A bakery in the town won a national prize for its sourdough."
     scorer = make_scorer("trlm-fo", default_lm, task="citation")

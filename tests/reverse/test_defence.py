@@ -76,7 +76,7 @@ def test_defend_errors():
 
 
 def test_judge_order_symmetry_on_tiny_model(tiny):
-    texts = ["how do i bake bread?", "tell me a secret.", "what is two plus two?"]
+    texts = ["how do i bake bread?", "tell me a secret."]
     short = "is this harmful: {text}\n{label_a}) {option_a}\n{label_b}) {option_b}\nanswer:"
     judge = JudgeFilter(tiny, labels=("a", "b"), question=short, options=("harmful.", "harmless."))
     swapped = JudgeFilter(tiny, labels=("a", "b"), question=short, options=("harmless.", "harmful."))

@@ -13,10 +13,10 @@ from hindsight.evaluation.citation import citation_items, run_citation, summariz
 from hindsight.evaluation.jailbreak import jailbreak_items, run_jailbreak, summarize_jailbreak
 from hindsight.evaluation.results import ResultFile
 from hindsight.lm import LanguageModel
-from hindsight.reverse.citation import SEARCHES, cite as cite_summary
+from hindsight.reverse.citation import SEARCHES, cite as cite_summary, split_sentences
 from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, defend as run_defence, make_filter
 from hindsight.reverse.generation import make_reverse_generator
-from hindsight.reverse.scorers import make_scorer
+from hindsight.reverse.scorers import SCORERS, make_scorer
 
 REVERSE_MODEL_OPTION = typer.Option(
     None, "--reverse-model", help="A model trained on reversed token order (TRLM-Ba); local checkpoint directory."
@@ -60,8 +60,6 @@ def cite(
     lm = get_model(model, device)
     sc = make_scorer(scorer, lm, task="citation", reverse_lm=_reverse_lm(reverse_model, device))
     results = cite_summary(sc, summary, text, search)
-    from hindsight.reverse.citation import split_sentences
-
     sentences = split_sentences(text)
     if json_out:
         print_json({"model": lm.name, "scorer": scorer, "search": search, "article_sentences": len(sentences),
@@ -139,8 +137,6 @@ def eval_citation(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """CNN/DM: accuracy of finding each highlight's source sentence (gold = max lexical overlap)."""
-    from hindsight.reverse.scorers import SCORERS
-
     scorer_names = _names(scorers, SCORERS, "scorer")
     search_names = _names(searches, SEARCHES, "search")
     items = [it for it in citation_items(data, limit, max_sentences, highlights) if it["overlap"] >= min_overlap]
