@@ -67,6 +67,9 @@ def test_items_on_data(data_root):
     assert len({i["key"] for i in items}) == 10
     assert all(i["prompt"] and i["response"] for i in attacks)
     assert all(i["response"] is None for i in items if i["split"] == "benign")
+    assert all(i["source"].startswith("PAIR/") for i in attacks)
+    gcg = [i for i in jailbreak_items(data_root, 3, "GCG") if i["split"] == "attack"]
+    assert len(gcg) == 3 and all(i["source"].startswith("GCG/") for i in gcg)
 
 
 @pytest.mark.parametrize("limit", [0])

@@ -178,6 +178,8 @@ def eval_jailbreak(
     filters: str = typer.Option("keyword,lm-judge", "--filters", help="Comma-separated filters."),
     queries: int = typer.Option(4, "--queries", help="Reverse queries per response."),
     threshold: float = typer.Option(0.25, "--threshold", help="Block when more than this fraction of queries is flagged."),
+    attack: str = typer.Option("PAIR", "--attack", help="Attack method of the artifacts (PAIR, GCG, JBC, DSN, "
+                               "prompt_with_random_search) or any."),
     max_response_tokens: int = typer.Option(48, "--max-response-tokens", help="Response length (stored ones are cut)."),
     reverse_model: str = REVERSE_MODEL_OPTION,
     model: str = MODEL_OPTION,
@@ -189,7 +191,9 @@ def eval_jailbreak(
     filter_names = _names(filters, FILTERS, "filter")
     if not 0 <= threshold < 1:
         raise HindsightError(f"--threshold must be in [0, 1) (got {threshold}).")
-    items = list(jailbreak_items(data, limit))
+    items = list(jailbreak_items(data, limit, attack))
+    if not any(it["split"] == "attack" for it in items) and limit != 0:
+        raise HindsightError(f"No successful {attack} attacks in the artifacts; try --attack any.")
     results = ResultFile(out_file, key_field="key")
     if any(it["key"] not in results for it in items):
         lm = get_model(model, device)
@@ -201,11 +205,11 @@ def eval_jailbreak(
             run_jailbreak(items, lm, gen, filts, results, n_queries=queries,
                           max_response_tokens=max_response_tokens, seed=seed, on_item=tick)
     summary = summarize_jailbreak([results.records[it["key"]] for it in items if it["key"] in results], threshold)
-    summary.update(out=out_file, queries=queries)
+    summary.update(out=out_file, queries=queries, attack=attack)
     if json_out:
         print_json(summary)
         return
-    table = Table(title=f"JailbreakBench: {summary['attack_items']} successful attacks, {summary['benign_items']} "
+    table = Table(title=f"JailbreakBench: {summary['attack_items']} successful {attack} attacks, {summary['benign_items']} "
                         f"benign requests; {queries} reverse queries, block above {threshold}")
     for col in ("filter", "mode", "FNR on attacks [95% CI]", "n", "FPR on benign [95% CI]", "n"):
         table.add_column(col, justify="left" if col in ("filter", "mode") else "right")
