@@ -1,0 +1,228 @@
+"""``hindsight cite``, ``hindsight defend`` and ``hindsight eval citation|jailbreak``: two TRLM applications."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, get_model, out, print_json, progress_bar
+from hindsight.errors import HindsightError
+from hindsight.evaluation.citation import citation_items, run_citation, summarize_citation
+from hindsight.evaluation.jailbreak import jailbreak_items, run_jailbreak, summarize_jailbreak
+from hindsight.evaluation.results import ResultFile
+from hindsight.lm import LanguageModel
+from hindsight.reverse.citation import SEARCHES, cite as cite_summary, split_sentences
+from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, defend as run_defence, make_filter
+from hindsight.reverse.generation import make_reverse_generator
+from hindsight.reverse.scorers import SCORERS, make_scorer
+
+REVERSE_MODEL_OPTION = typer.Option(
+    None, "--reverse-model", help="A model trained on reversed token order (TRLM-Ba); local checkpoint directory."
+)
+DATA_OPTION = typer.Option(None, "--data", help="The data folder (default: shared/data or $HINDSIGHT_DATA).")
+
+
+def _reverse_lm(path: str | None, device: str | None) -> LanguageModel | None:
+    return get_model(path, device) if path else None
+
+
+def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in allowed]
+    if bad or not names:
+        raise HindsightError(f"Unknown {what} {', '.join(bad) or '(none)'}; choose from {', '.join(allowed)}.")
+    return names
+
+
+def _read(path: str, what: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise HindsightError(f"The {what} file {path} does not exist.")
+    return p.read_text(encoding="utf-8")
+
+
+# ---- cite ------------------------------------------------------------------------------------------------------
+def cite(
+    summary: str = typer.Argument(..., help="The summary (one or more sentences) to attribute."),
+    article: str = typer.Option(..., "--article", help="A text file holding the article."),
+    search: str = typer.Option("linear", "--search", help="linear | binary | exclusion."),
+    scorer: str = typer.Option("trlm-fo", "--scorer", help="trlm-fo | trlm-ba | trlm-foba | forward | self."),
+    reverse_model: str = REVERSE_MODEL_OPTION,
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Find the article sentence each summary sentence came from, by reverse scoring."""
+    _names(search, SEARCHES, "search")
+    text = _read(article, "article")
+    lm = get_model(model, device)
+    sc = make_scorer(scorer, lm, task="citation", reverse_lm=_reverse_lm(reverse_model, device))
+    results = cite_summary(sc, summary, text, search)
+    sentences = split_sentences(text)
+    if json_out:
+        print_json({"model": lm.name, "scorer": scorer, "search": search, "article_sentences": len(sentences),
+                    "citations": [{"summary_sentence": s, "source_index": a.index,
+                                   "source_sentence": sentences[a.index], **a.as_dict()} for s, a in results]})
+        return
+    table = Table(title=f"{scorer} {search} search over {len(sentences)} article sentences")
+    table.add_column("summary sentence")
+    table.add_column("#", justify="right")
+    table.add_column("source sentence")
+    table.add_column("pairs", justify="right")
+    for s, a in results:
+        table.add_row(s, str(a.index), sentences[a.index], str(a.pairs))
+    out.print(table)
+
+
+# ---- defend ----------------------------------------------------------------------------------------------------
+def defend(
+    prompt: str = typer.Argument(..., help="The user prompt to check."),
+    filter_name: str = typer.Option("keyword", "--filter", help="keyword | lm-judge."),
+    queries: int = typer.Option(4, "--queries", help="Reverse queries generated from the response."),
+    threshold: float = typer.Option(0.25, "--threshold", help="Block when more than this fraction of queries is flagged."),
+    filter_threshold: float = typer.Option(None, "--filter-threshold", help="Harm score above which a text is flagged (default 0.5)."),
+    response: str = typer.Option(None, "--response", help="Check this response instead of generating one."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens of the generated response at most."),
+    reverse_model: str = REVERSE_MODEL_OPTION,
+    model: str = MODEL_OPTION,
+    seed: int = SEED_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Input filter, then the same filter on queries reverse-generated from the response; block or pass."""
+    _names(filter_name, FILTERS, "filter")
+    lm = get_model(model, device)
+    filt = make_filter(filter_name, lm, filter_threshold)
+    gen = make_reverse_generator(lm, reverse_lm=_reverse_lm(reverse_model, device), **QUERY_SAMPLING)
+    respond = lambda p: lm.generate(p, n=1, max_tokens=max_tokens, temperature=0.0)[0].text  # noqa: E731
+    v = run_defence(prompt, filt, gen, respond=respond, response=response, n_queries=queries, threshold=threshold,
+                    seed=seed)
+    if json_out:
+        print_json({"model": lm.name, "filter": filter_name, "generator": gen.name, "threshold": threshold,
+                    **v.as_dict()})
+        return
+    out.print(f"[bold]{'BLOCKED' if v.blocked else 'ALLOWED'}[/bold] (stage: {v.stage}; {filter_name} score of the "
+              f"prompt {v.input_score:.3f}, threshold {filt.threshold})")
+    if v.response is not None:
+        out.print(f"response: {v.response!r}")
+        table = Table(title=f"{len(v.queries)} reverse queries ({gen.name}); flagged {v.flagged_fraction:.2f}, "
+                            f"block above {threshold}")
+        table.add_column("query")
+        table.add_column("score", justify="right")
+        table.add_column("flagged")
+        for q, s, f in zip(v.queries, v.query_scores, v.query_flags):
+            table.add_row(q, f"{s:.3f}", "yes" if f else "")
+        out.print(table)
+
+
+# ---- eval citation ---------------------------------------------------------------------------------------------
+def _rate(k: int, n: int, lo: float, hi: float) -> str:
+    return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]" if n else "-"
+
+
+def eval_citation(
+    data: str = DATA_OPTION,
+    limit: int = typer.Option(25, "--limit", help="Articles to read."),
+    out_file: str = typer.Option("results/citation.jsonl", "--out", help="JSONL results (resumed when present)."),
+    scorers: str = typer.Option("trlm-fo,forward", "--scorers", help="Comma-separated scorers."),
+    searches: str = typer.Option("linear,binary,exclusion", "--searches", help="Comma-separated searches."),
+    max_sentences: int = typer.Option(8, "--max-sentences", help="Use the first M article sentences (0 = all)."),
+    highlights: int = typer.Option(1, "--highlights", help="Highlight sentences per article (0 = all)."),
+    min_overlap: float = typer.Option(0.3, "--min-overlap", help="Skip highlights whose best lexical overlap is lower."),
+    reverse_model: str = REVERSE_MODEL_OPTION,
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """CNN/DM: accuracy of finding each highlight's source sentence (gold = max lexical overlap)."""
+    scorer_names = _names(scorers, SCORERS, "scorer")
+    search_names = _names(searches, SEARCHES, "search")
+    items = [it for it in citation_items(data, limit, max_sentences, highlights) if it["overlap"] >= min_overlap]
+    results = ResultFile(out_file, key_field="key")
+    todo = sum(it["key"] not in results for it in items)
+    if todo:
+        lm = get_model(model, device)
+        rev = _reverse_lm(reverse_model, device)
+        scs = {n: make_scorer(n, lm, task="citation", reverse_lm=rev) for n in scorer_names}
+        with progress_bar("citation", len(items)) as (prog, task):
+            def tick(rec):
+                info = "" if rec is None else " ".join(
+                    f"{c}:{'✓' if r['correct'] else '✗'}" for c, r in rec["results"].items())
+                prog.update(task, advance=1, info=info[:80])
+            run_citation(items, lm, scs, search_names, results, on_item=tick)
+    keys = {it["key"] for it in items}
+    summary = summarize_citation([results.records[k] for k in keys if k in results], min_overlap)
+    summary.update(out=out_file, limit=limit, max_sentences=max_sentences, highlights=highlights)
+    if json_out:
+        print_json(summary)
+        return
+    table = Table(title=f"CNN/DM citation: {summary['items']} highlight sentences, "
+                        f"{summary['mean_sentences']:.1f} article sentences on average; chance {summary['chance']:.3f}")
+    for col in ("scorer", "search", "n", "accuracy [95% CI]", "pairs/item", "tokens/item", "s/item"):
+        table.add_column(col, justify="left" if col in ("scorer", "search") else "right")
+    for r in summary["rows"]:
+        table.add_row(r["scorer"], r["search"], str(r["n"]), _rate(r["correct"], r["n"], r["low"], r["high"]),
+                      f"{r['pairs']:.1f}", f"{r['tokens']:.0f}", f"{r['seconds']:.2f}")
+    out.print(table)
+    out.print(f"Gold = the article sentence with the highest unigram/bigram F1 against the highlight; "
+              f"highlights with overlap < {min_overlap} skipped. Results: {out_file}")
+
+
+# ---- eval jailbreak --------------------------------------------------------------------------------------------
+def eval_jailbreak(
+    data: str = DATA_OPTION,
+    limit: int = typer.Option(50, "--limit", help="Attack items and benign items (each)."),
+    out_file: str = typer.Option("results/jailbreak.jsonl", "--out", help="JSONL results (resumed when present)."),
+    filters: str = typer.Option("keyword,lm-judge", "--filters", help="Comma-separated filters."),
+    queries: int = typer.Option(4, "--queries", help="Reverse queries per response."),
+    threshold: float = typer.Option(0.25, "--threshold", help="Block when more than this fraction of queries is flagged."),
+    attack: str = typer.Option("PAIR", "--attack", help="Attack method of the artifacts (PAIR, GCG, JBC, DSN, "
+                               "prompt_with_random_search) or any."),
+    max_response_tokens: int = typer.Option(48, "--max-response-tokens", help="Response length (stored ones are cut)."),
+    reverse_model: str = REVERSE_MODEL_OPTION,
+    model: str = MODEL_OPTION,
+    seed: int = typer.Option(0, "--seed", help="Seed of the reverse-query sampling."),
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """JailbreakBench: false negatives on successful attacks, false positives on benign requests."""
+    filter_names = _names(filters, FILTERS, "filter")
+    if not 0 <= threshold < 1:
+        raise HindsightError(f"--threshold must be in [0, 1) (got {threshold}).")
+    items = list(jailbreak_items(data, limit, attack))
+    if not any(it["split"] == "attack" for it in items) and limit != 0:
+        raise HindsightError(f"No successful {attack} attacks in the artifacts; try --attack any.")
+    results = ResultFile(out_file, key_field="key")
+    if any(it["key"] not in results for it in items):
+        lm = get_model(model, device)
+        gen = make_reverse_generator(lm, reverse_lm=_reverse_lm(reverse_model, device), **QUERY_SAMPLING)
+        filts = [make_filter(n, lm) for n in filter_names]
+        with progress_bar("jailbreak", len(items)) as (prog, task):
+            def tick(rec):
+                prog.update(task, advance=1, info="" if rec is None else rec["key"])
+            run_jailbreak(items, lm, gen, filts, results, n_queries=queries,
+                          max_response_tokens=max_response_tokens, seed=seed, on_item=tick)
+    summary = summarize_jailbreak([results.records[it["key"]] for it in items if it["key"] in results], threshold)
+    summary.update(out=out_file, queries=queries, attack=attack)
+    if json_out:
+        print_json(summary)
+        return
+    table = Table(title=f"JailbreakBench: {summary['attack_items']} successful {attack} attacks, {summary['benign_items']} "
+                        f"benign requests; {queries} reverse queries, block above {threshold}")
+    for col in ("filter", "mode", "FNR on attacks [95% CI]", "n", "FPR on benign [95% CI]", "n"):
+        table.add_column(col, justify="left" if col in ("filter", "mode") else "right")
+    for r in summary["rows"]:
+        fn, fp = r["fnr"], r["fpr"]
+        table.add_row(r["filter"], r["mode"], _rate(fn["count"], fn["n"], fn["low"], fn["high"]), str(fn["n"]),
+                      _rate(fp["count"], fp["n"], fp["low"], fp["high"]), str(fp["n"]))
+    out.print(table)
+    out.print(f"Results: {out_file}")
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    app.command("cite")(cite)
+    app.command("defend")(defend)
+    eval_app.command("citation")(eval_citation)
+    eval_app.command("jailbreak")(eval_jailbreak)

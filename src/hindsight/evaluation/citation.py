@@ -1,0 +1,128 @@
+"""CNN/DailyMail citation evaluation: does a search find the article sentence a highlight came from?
+
+Gold labels are not in the data, so we define them by lexical overlap: the gold source of a highlight sentence
+is the article sentence with the highest ROUGE-style overlap (the mean of unigram and bigram F1 over lowercased
+word tokens); ties all count as gold. Highlights are abstractive, so some have no clear source: every record keeps
+its overlap, and the summary reports how many items were below ``min_overlap`` (those are skipped).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from hindsight.evaluation.data import dataset_file, read_jsonl
+from hindsight.evaluation.results import ResultFile
+from hindsight.evaluation.stats import wilson_interval
+from hindsight.lm import LanguageModel
+from hindsight.reverse.citation import attribute, split_sentences
+from hindsight.reverse.scorers import PairScorer
+
+_WORD = re.compile(r"\w+")
+
+
+def _ngrams(words: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+def _f1(a: Counter, b: Counter) -> float:
+    common = sum((a & b).values())
+    if not common:
+        return 0.0
+    p, r = common / sum(b.values()), common / sum(a.values())
+    return 2 * p * r / (p + r)
+
+
+def lexical_overlap(reference: str, candidate: str) -> float:
+    """Mean of unigram and bigram F1 between two texts (lowercased word tokens): a small ROUGE-1/2."""
+    a, b = _WORD.findall(reference.lower()), _WORD.findall(candidate.lower())
+    return (_f1(_ngrams(a, 1), _ngrams(b, 1)) + _f1(_ngrams(a, 2), _ngrams(b, 2))) / 2
+
+
+def gold_sources(highlight: str, sentences: Sequence[str]) -> tuple[list[int], float]:
+    """The indices of the sentences with maximal overlap with ``highlight``, and that overlap."""
+    overlaps = [lexical_overlap(highlight, s) for s in sentences]
+    best = max(overlaps)
+    return [i for i, o in enumerate(overlaps) if o == best], best
+
+
+def detokenize(text: str) -> str:
+    """Undo the PTB-style spacing of the stored highlights (``word .``, ``it 's``) so the LM reads normal text."""
+    text = re.sub(r" ([.,!?;:%])", r"\1", text)
+    text = re.sub(r" (n't|'s|'re|'ve|'m|'ll|'d)\b", r"\1", text)
+    return text.replace("`` ", '"').replace(" ''", '"')
+
+
+def citation_items(data: str | Path | None, limit: int | None, max_sentences: int = 0,
+                   highlights_per_article: int = 0) -> Iterator[dict[str, Any]]:
+    """One item per highlight sentence: its key, text, the (possibly truncated) article sentences and gold."""
+    path = dataset_file("cnndm_frank", "cnndm_test_frank.jsonl", data)
+    for row in read_jsonl(path, limit):
+        sentences = [s for s in row["article_sentences"] if s.strip()]
+        if max_sentences:
+            sentences = sentences[:max_sentences]
+        if not sentences:
+            continue
+        parts = split_sentences(detokenize(row["highlights"]))
+        if highlights_per_article:
+            parts = parts[:highlights_per_article]
+        for h, text in enumerate(parts):
+            gold, overlap = gold_sources(text, sentences)
+            yield {"key": f"{row['id']}:{h}", "article": row["id"], "highlight": text, "sentences": sentences,
+                   "gold": gold, "overlap": round(overlap, 4)}
+
+
+def evaluate_item(item: dict[str, Any], lm: LanguageModel, scorers: dict[str, PairScorer],
+                  searches: Sequence[str]) -> dict[str, Any]:
+    """Every (scorer, search) on one highlight; the record keeps predictions, correctness and cost."""
+    results = {}
+    for name, scorer in scorers.items():
+        for search in searches:
+            before, t0 = lm.counters.snapshot(), time.perf_counter()
+            att = attribute(scorer, item["highlight"], item["sentences"], search)
+            cost = lm.counters.since(before)
+            results[f"{name}/{search}"] = {
+                "index": att.index, "correct": att.index in item["gold"], "calls": att.calls, "pairs": att.pairs,
+                "tokens": cost.tokens, "seconds": round(time.perf_counter() - t0, 3),
+            }
+    rec = {k: item[k] for k in ("key", "article", "highlight", "gold", "overlap")}
+    rec["n_sentences"] = len(item["sentences"])
+    rec["results"] = results
+    return rec
+
+
+def run_citation(items: Sequence[dict[str, Any]], lm: LanguageModel, scorers: dict[str, PairScorer],
+                 searches: Sequence[str], results: ResultFile,
+                 on_item: Callable[[dict[str, Any] | None], None] = lambda r: None) -> None:
+    """Evaluate the items not yet in ``results``, appending each record as soon as it is done."""
+    for item in items:
+        if item["key"] in results:
+            on_item(None)
+            continue
+        rec = evaluate_item(item, lm, scorers, searches)
+        results.append(rec)
+        on_item(rec)
+
+
+def summarize_citation(records: Sequence[dict[str, Any]], min_overlap: float = 0.0) -> dict[str, Any]:
+    """Accuracy per (scorer, search) with Wilson intervals, the chance rate, and the mean cost per item."""
+    kept = [r for r in records if r["overlap"] >= min_overlap]
+    combos = sorted({c for r in kept for c in r["results"]})
+    rows = []
+    for c in combos:
+        rs = [r["results"][c] for r in kept if c in r["results"]]
+        k, n = sum(x["correct"] for x in rs), len(rs)
+        lo, hi = wilson_interval(k, n)
+        scorer, search = c.split("/")
+        rows.append({"scorer": scorer, "search": search, "n": n, "correct": k, "accuracy": k / n if n else None,
+                     "low": lo, "high": hi, "pairs": sum(x["pairs"] for x in rs) / max(n, 1),
+                     "tokens": sum(x["tokens"] for x in rs) / max(n, 1),
+                     "seconds": sum(x["seconds"] for x in rs) / max(n, 1)})
+    chance = sum(len(r["gold"]) / r["n_sentences"] for r in kept) / max(len(kept), 1)
+    return {"items": len(kept), "skipped_low_overlap": len(records) - len(kept), "min_overlap": min_overlap,
+            "chance": chance, "mean_sentences": sum(r["n_sentences"] for r in kept) / max(len(kept), 1),
+            "rows": rows}
