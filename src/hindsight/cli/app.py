@@ -21,9 +21,9 @@ app.add_typer(eval_app, name="eval")
 
 
 def _register() -> None:
-    from hindsight.cli import generate
+    from hindsight.cli import generate, rain
 
-    for module in (generate,):
+    for module in (generate, rain):
         module.register(app, eval_app)
 
 

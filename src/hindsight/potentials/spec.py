@@ -47,11 +47,18 @@ def _keywords(arg: str, **_: object) -> Potential:
     return Keywords(arg.split(","))
 
 
+def _harmless(arg: str, **_: object) -> Potential:
+    from hindsight.potentials.harmless import HarmlessClassifier, classifier_path
+
+    return HarmlessClassifier.load(classifier_path(arg or "search"))
+
+
 BUILDERS: dict[str, Builder] = {
     "toxicity": _toxicity,
     "sentiment": _sentiment,
     "regex": _regex,
     "keywords": _keywords,
+    "harmless": _harmless,
 }
 
 
