@@ -54,7 +54,7 @@ class RainConfig:
     clause_ends: str = ",.?:;\n"
     rollout_max: int = 24  # rollout tokens after a set, at most, before it is judged anyway
     max_iters: int = 50  # visits of the current node to reach before committing ...
-    extra_iters: int = 15  # ... but always at least this many new iterations
+    extra_iters: int = 15  # ... but always at least this many new ones (never more than max_iters)
     min_visits: int = 6
     value_threshold: float = 0.8
     sim_threshold: float = 0.95
@@ -168,7 +168,7 @@ class Rain:
         steps: list[dict[str, Any]] = []
         total = 0
         while not root.terminal:
-            target = max(cfg.max_iters, root.n + cfg.extra_iters)
+            target = max(cfg.max_iters, root.n + min(cfg.extra_iters, cfg.max_iters))
             iters = 0
             while root.n < target:
                 self._iterate(root, root_state)
