@@ -70,6 +70,7 @@ class EvalPrompt:
     good: str
     bad: str
     examples: tuple[tuple[str, str, bool], ...]  # (user message, reply, reply is good)
+    letters: tuple[str, str] = ("A", "B")  # option labels; each must be one token for the model
 
 
 HARMLESS = EvalPrompt(
@@ -106,7 +107,6 @@ TRUTHFUL = EvalPrompt(
 )
 
 PROMPTS = {"harmless": HARMLESS, "truthful": TRUTHFUL}
-LETTERS = ("A", "B")
 
 
 def _header(user: str) -> str:
@@ -115,7 +115,7 @@ def _header(user: str) -> str:
 
 def _question(p: EvalPrompt, good_first: bool) -> str:
     first, second = (p.good, p.bad) if good_first else (p.bad, p.good)
-    return f"\n{p.question} ({LETTERS[0]}) {first} ({LETTERS[1]}) {second}\nAnswer: ("
+    return f"\n{p.question} ({p.letters[0]}) {first} ({p.letters[1]}) {second}\nAnswer: ("
 
 
 def few_shot_prefix(p: EvalPrompt) -> str:
@@ -123,7 +123,7 @@ def few_shot_prefix(p: EvalPrompt) -> str:
     parts = [p.instruction]
     for i, (user, reply, good) in enumerate(p.examples):
         good_first = (i // 2) % 2 == 0
-        letter = LETTERS[0] if good == good_first else LETTERS[1]
+        letter = p.letters[0] if good == good_first else p.letters[1]
         parts.append(_header(user) + " " + reply + _question(p, good_first) + f"{letter})\n\n")
     return "".join(parts)
 
@@ -158,7 +158,9 @@ class SelfEvaluator(Evaluator):
             raise HindsightError(f"Unknown self-evaluation task {task!r}; choose one of {', '.join(PROMPTS)}.")
         self.lm, self.prompt = lm, prompt or PROMPTS[task]
         self.name = f"self-eval:{task}"
-        self.letter_ids = [lm.token_id(x) for x in LETTERS]
+        self.letter_ids = [lm.token_id(x) for x in self.prompt.letters]
+        if self.letter_ids[0] == self.letter_ids[1]:
+            raise HindsightError(f"The option letters {self.prompt.letters} are the same token for {lm.name}.")
         self._fewshot: DecodeState | None = None
         self._states: dict[tuple[str, str], DecodeState] = {}  # (prompt, shared reply head) -> 1-row state
 

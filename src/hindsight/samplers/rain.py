@@ -203,10 +203,10 @@ class Rain:
         backup(node, value, self._minmax, stop=root, sim_threshold=cfg.sim_threshold, sim_weight=cfg.sim_weight)
 
     def _needs_more(self, node: Node) -> bool:
-        """Dynamic addition: every child is poor and they are too alike, and there is room for more."""
+        """Dynamic addition: every child is poor and they are too alike (or all one), and there is room for more."""
         kids = node.children
         return (len(kids) < self.cfg.max_children and max(ch.q for ch in kids) < 0
-                and mean_pairwise_cosine(kids) > self.cfg.alike_threshold)
+                and (len(kids) == 1 or mean_pairwise_cosine(kids) > self.cfg.alike_threshold))
 
     def _expand(self, node: Node, root: Node, root_state: DecodeState) -> float:
         """Add up to ``candidates`` children with rollouts and values; return the leaf's new value estimate."""
