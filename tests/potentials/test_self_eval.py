@@ -105,16 +105,21 @@ def test_memoised_per_text_and_one_call_per_batch():
     assert lm.calls == 1
 
 
-def test_shared_head_caching_matches_single_evaluation():
-    """Batches share a cached prefix of the reply text; values must equal one-at-a-time evaluation."""
+def chars_model(context: int = 1024):
+    """A random tiny Llama over all printable characters (so prompt templates tokenise without unknowns)."""
     import string
 
     from hindsight.lm.hf import HFLanguageModel
     from hindsight.lm.toy import _llama, char_tokenizer
 
     symbols = list(string.ascii_letters + string.digits + string.punctuation + " \n")
-    model = _llama(len(symbols) + 1, hidden=32, layers=2, heads=4, kv_heads=2, context=1024, seed=0, init=0.3)
-    tiny = HFLanguageModel(model, char_tokenizer(symbols), name="chars", device="cpu")
+    model = _llama(len(symbols) + 1, hidden=32, layers=2, heads=4, kv_heads=2, context=context, seed=0, init=0.3)
+    return HFLanguageModel(model, char_tokenizer(symbols), name="chars", device="cpu")
+
+
+def test_shared_head_caching_matches_single_evaluation():
+    """Batches share a cached prefix of the reply text; values must equal one-at-a-time evaluation."""
+    tiny = chars_model()
     prompt = replace(HARMLESS, instruction="Judge.\n", examples=HARMLESS.examples[:2])
     replies = ["well it is nice, and fine", "well it is nice, but bad", "well it is not"]
     batched = SelfEvaluator(tiny, prompt=prompt).order_probs("say hi", replies)
