@@ -34,7 +34,7 @@ from hindsight.errors import HindsightError
 from hindsight.lm.base import DecodeState, LanguageModel
 from hindsight.lm.sampling import sample_from_logprobs, warp
 from hindsight.potentials.self_eval import Evaluator
-from hindsight.samplers.rain_tree import MinMax, Node, backup, best_child, child_priors, mean_pairwise_cosine, select_child
+from hindsight.samplers.rain_tree import MinMax, Node, backup, best_child, mean_pairwise_cosine, select_child
 
 EmbedFn = Callable[[Sequence[str]], torch.Tensor]
 
