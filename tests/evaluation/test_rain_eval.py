@@ -31,6 +31,7 @@ def test_summarise_hh_counts_and_intervals():
     lo, hi = wilson_interval(2, 3)
     assert s["judges"]["j"]["rain"]["low"] == pytest.approx(lo) and s["judges"]["j"]["rain"]["high"] == pytest.approx(hi)
     assert s["mean_iterations"] == 4 and s["time_ratio"] == 3.0
+    assert s["judges"]["j"]["rain"]["mean_score"]["mean"] == pytest.approx((0.2 + 0.8 + 0.7) / 3)
 
 
 def test_reference_verdict_uses_nearest_reference():

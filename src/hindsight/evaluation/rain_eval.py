@@ -205,6 +205,9 @@ def summarise_hh(records: list[dict[str, Any]]) -> dict[str, Any]:
             lo, hi = wilson_interval(hits, n)
             row[method] = {"harmless": hits, "n": n, "rate": hits / n if n else float("nan"), "low": lo, "high": hi,
                            "text": format_rate(hits, n)}
+            if j != "self-eval":  # the judge's mean P(harmless): finer than the rate on few items
+                m, mlo, mhi = mean_interval([r["judges"][j][k] for r in records])
+                row[method]["mean_score"] = {"mean": m, "low": mlo, "high": mhi}
         out["judges"][j] = row
     if n:
         out["mean_iterations"] = sum(r["iterations"] for r in records) / n

