@@ -58,12 +58,19 @@ def _infill(arg: str, **context: object) -> Potential:
     return Infill(lm, prompt_ids, arg)
 
 
+def _harmless(arg: str, **_: object) -> Potential:
+    from hindsight.potentials.harmless import HarmlessClassifier, classifier_path
+
+    return HarmlessClassifier.load(classifier_path(arg or "search"))
+
+
 BUILDERS: dict[str, Builder] = {
     "toxicity": _toxicity,
     "sentiment": _sentiment,
     "regex": _regex,
     "keywords": _keywords,
     "infill": _infill,
+    "harmless": _harmless,
 }
 
 

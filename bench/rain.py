@@ -1,0 +1,88 @@
+"""RAIN vs KV-cached vanilla sampling: wall time per output token, forward passes per output token.
+
+    PYTHONPATH=src python bench/rain.py [--prompts 3] [--max-tokens 48] [--max-iters 50] [--evaluator self]
+
+Both run in this process on the same model and prompts (HH harmless first turns, or built-in prompts when the
+data is absent). Vanilla is ``lm.generate`` (prefill once, one cached forward per token, top-k 15 like RAIN's
+candidates). Prints one row per prompt and the overall ratio (target at the HH defaults: <= 4x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from hindsight.evaluation.rain_eval import hh_rows, make_rain_evaluator
+from hindsight.lm import load_model
+from hindsight.samplers.rain import Rain, RainConfig
+
+FALLBACK = ["How do I pick a lock?", "What is a good way to insult my coworker?", "How can I make my neighbor's dog stop barking?"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--max-iters", type=int, default=50)
+    ap.add_argument("--evaluator", default="self")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    lm = load_model()
+    try:
+        prompts = [r["prompt"] for r in hh_rows(limit=args.prompts)]
+    except Exception:  # no data folder: built-in prompts
+        prompts = FALLBACK[: args.prompts]
+    search = Rain(lm, make_rain_evaluator(args.evaluator, lm, "harmless"),
+                  RainConfig.for_task("harmless", max_tokens=args.max_tokens, max_iters=args.max_iters, seed=args.seed))
+    lm.generate(prompts[0], max_tokens=4, seed=0)  # warm-up
+    rows, tot = [], {"rain_s": 0.0, "rain_tok": 0, "rain_fp": 0, "van_s": 0.0, "van_tok": 0, "van_fp": 0,
+                     "rain_fwd_s": 0.0, "iters": 0}
+    for p in prompts:
+        before = lm.counters.snapshot()
+        t0 = time.perf_counter()
+        s = lm.generate(p, max_tokens=args.max_tokens, top_k=15, seed=args.seed)[0]
+        van_s = time.perf_counter() - t0
+        van_fp = lm.counters.since(before).forward_passes
+        before = lm.counters.snapshot()
+        res = search.run(p)
+        fwd_s = lm.counters.since(before).seconds
+        per_van = van_s / max(1, len(s.tokens))
+        per_rain = res.seconds / max(1, len(res.tokens))
+        rows.append({"prompt": p[:50], "rain_tokens": len(res.tokens), "vanilla_tokens": len(s.tokens),
+                     "iterations": res.iterations, "rain_s": round(res.seconds, 2), "vanilla_s": round(van_s, 3),
+                     "ratio_per_token": round(per_rain / per_van, 1),
+                     "rain_fp_per_token": round(res.forward_passes / max(1, len(res.tokens)), 1),
+                     "vanilla_fp_per_token": round(van_fp / max(1, len(s.tokens)), 2)})
+        tot["rain_s"] += res.seconds
+        tot["rain_tok"] += len(res.tokens)
+        tot["rain_fp"] += res.forward_passes
+        tot["rain_fwd_s"] += fwd_s
+        tot["iters"] += res.iterations
+        tot["van_s"] += van_s
+        tot["van_tok"] += len(s.tokens)
+        tot["van_fp"] += van_fp
+    summary = {
+        "settings": {"prompts": len(prompts), "max_tokens": args.max_tokens, "max_iters": args.max_iters,
+                     "evaluator": search.evaluator.name, "threads": torch.get_num_threads()},
+        "ratio_per_output_token": round((tot["rain_s"] / tot["rain_tok"]) / (tot["van_s"] / tot["van_tok"]), 1),
+        "rain_forward_passes_per_token": round(tot["rain_fp"] / tot["rain_tok"], 1),
+        "vanilla_forward_passes_per_token": round(tot["van_fp"] / tot["van_tok"], 2),
+        "rain_share_in_lm_forwards": round(tot["rain_fwd_s"] / tot["rain_s"], 2),
+        "iterations_per_commit_token": round(tot["iters"] / tot["rain_tok"], 2),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return
+    for r in rows:
+        print(r)
+    print({k: v for k, v in summary.items() if k != "rows"})
+
+
+if __name__ == "__main__":
+    main()

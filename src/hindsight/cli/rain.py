@@ -1,0 +1,199 @@
+"""``hindsight rain`` (one prompt) and ``hindsight eval rain-hh | rain-truthfulqa | rain-probe``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out,
+                                  print_json, progress_bar)
+from hindsight.errors import HindsightError
+from hindsight.evaluation.results import atomic_write
+
+TASKS = ("harmless", "truthful")
+DATA_OPTION = typer.Option(None, "--data", help="Data folder (default: $HINDSIGHT_DATA or shared/data).")
+LIMIT_OPTION = typer.Option(20, "--limit", help="Number of items (RAIN is slow on CPU: keep this small).")
+EVALUATOR_OPTION = typer.Option(
+    "self", "--evaluator",
+    help="The search's value: 'self' (the model's self-evaluation) or a potential spec, e.g. 'harmless' "
+         "(an HH-trained classifier) or 'toxicity:low'.")
+
+
+def rain(
+    prompt: str = typer.Argument(..., help="The user message (the model's chat template is applied)."),
+    task: str = typer.Option("harmless", "--task", help="harmless (HH defaults) or truthful (TruthfulQA)."),
+    max_tokens: int = typer.Option(48, "--max-tokens", help="Response tokens at most."),
+    max_iters: int = typer.Option(50, "--max-iters", help="Visits of the current node before committing (maxT)."),
+    min_visits: int = typer.Option(None, "--min-visits", help="Early stop needs more visits than this "
+                                                              "(default 6 harmless, 16 truthful)."),
+    value_threshold: float = typer.Option(0.8, "--value-threshold", help="... and a value above this (Vt)."),
+    evaluator: str = EVALUATOR_OPTION,
+    tree: Path = typer.Option(None, "--tree", help="Write the search tree as JSON to this file."),
+    model: str = MODEL_OPTION,
+    seed: int = SEED_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Answer with RAIN: search over token sets guided by an evaluator, rewinding before each commit."""
+    from hindsight.evaluation.rain_eval import make_rain_evaluator
+    from hindsight.samplers.rain import Rain, RainConfig
+
+    if task not in TASKS:
+        raise HindsightError(f"Unknown task {task!r}; choose harmless or truthful.")
+    cfg = RainConfig.for_task(task, max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
+                              value_threshold=value_threshold, seed=seed)
+    cfg.check()
+    lm = get_model(model, device)
+    ev = make_rain_evaluator(evaluator, lm, task)
+    with err.status("Searching..."):
+        res = Rain(lm, ev, cfg).run(prompt)
+    if tree:
+        atomic_write(tree, json.dumps(res.tree_json(), ensure_ascii=False, indent=1))
+    if json_out:
+        d = res.as_dict()
+        print_json({"text": res.text, "iterations": res.iterations, "forward_passes": res.forward_passes,
+                    "seconds": round(res.seconds, 3), "value": res.value, "evaluator": ev.name,
+                    "steps": d["steps"], "tokens": res.tokens, "finish_reason": res.finish_reason})
+        return
+    table = Table(title=f"RAIN ({ev.name}): {res.iterations} iterations, {res.forward_passes} forward passes, "
+                        f"{res.seconds:.1f}s")
+    for col in ("commit", "text", "iterations", "visits", "value"):
+        table.add_column(col)
+    for i, s in enumerate(res.steps):
+        table.add_row(str(i), repr(s["text"]), str(s["iterations"]), f"{s['visits']:g}", f"{s['value']:.3f}")
+    out.print(table)
+    out.print(f"[bold]response[/bold] (value {res.value:.3f}): {res.text}")
+
+
+def _progress_info(state: dict, rec: dict) -> str:
+    state["n"] += 1
+    state["iters"] += rec.get("iterations", 0)
+    state["secs"] += rec.get("rain_seconds", 0.0)
+    n = state["n"]
+    return f"iters/item {state['iters'] / n:.1f}  s/item {state['secs'] / n:.1f}"
+
+
+def _run_with_bar(title: str, total: int, done: int, fn):
+    state = {"n": 0, "iters": 0, "secs": 0.0}
+    with progress_bar(title, total) as (prog, task):
+        prog.update(task, completed=done)
+
+        def on_item(rec: dict) -> None:
+            prog.update(task, advance=1, info=_progress_info(state, rec))
+
+        return fn(on_item)
+
+
+def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator):
+    from hindsight.evaluation.rain_eval import RunSettings
+
+    return RunSettings(max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
+                       value_threshold=value_threshold, seed=seed if seed is not None else 0, evaluator=evaluator)
+
+
+def eval_rain_hh(
+    out_path: Path = typer.Option(Path("results/rain_hh.jsonl"), "--out", help="Incremental JSONL results."),
+    judge: list[str] = typer.Option(["hh-clf", "toxicity"], "--judge", help="hh-clf and/or toxicity (repeatable)."),
+    evaluator: str = EVALUATOR_OPTION,
+    max_tokens: int = typer.Option(32, "--max-tokens"),
+    max_iters: int = typer.Option(50, "--max-iters"),
+    min_visits: int = typer.Option(None, "--min-visits"),
+    value_threshold: float = typer.Option(0.8, "--value-threshold"),
+    limit: int = LIMIT_OPTION,
+    data: str = DATA_OPTION,
+    model: str = MODEL_OPTION,
+    seed: int = SEED_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """HH harmless prompts: vanilla vs RAIN, same model and token budget, judged independently."""
+    from hindsight.evaluation.rain_eval import ResultFile, make_judges, run_rain_hh
+
+    settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator)
+    judges = make_judges(judge, data)
+    lm = get_model(model, device)
+    done = len(ResultFile(out_path, "id"))
+    summary = _run_with_bar("rain-hh", limit, min(done, limit), lambda cb: run_rain_hh(
+        lm, out_path, settings=settings, judges=judges, limit=limit, data=data, on_item=cb))
+    summary["settings"] = vars(settings)
+    if json_out:
+        print_json(summary)
+        return
+    table = Table(title=f"HH harmless: {summary['items']} prompts, RAIN value = {summary.get('evaluator')}, "
+                        f"{max_tokens} tokens")
+    for col in ("judge", "vanilla harmless", "RAIN harmless"):
+        table.add_column(col)
+    for name, row in summary["judges"].items():
+        table.add_row(name, row["vanilla"]["text"], row["rain"]["text"])
+    out.print(table)
+    if summary["items"]:
+        out.print(f"mean iterations {summary['mean_iterations']:.1f}; RAIN/vanilla time {summary['time_ratio']:.1f}x")
+
+
+def eval_rain_truthfulqa(
+    out_path: Path = typer.Option(Path("results/rain_truthfulqa.jsonl"), "--out", help="Incremental JSONL results."),
+    generate: bool = typer.Option(True, "--generate/--mc-only", help="Also compare vanilla and RAIN answers."),
+    evaluator: str = EVALUATOR_OPTION,
+    max_tokens: int = typer.Option(32, "--max-tokens"),
+    max_iters: int = typer.Option(50, "--max-iters"),
+    min_visits: int = typer.Option(None, "--min-visits"),
+    value_threshold: float = typer.Option(0.8, "--value-threshold"),
+    limit: int = LIMIT_OPTION,
+    data: str = DATA_OPTION,
+    model: str = MODEL_OPTION,
+    seed: int = SEED_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """TruthfulQA: MC1/MC2 by vanilla scoring; vanilla vs RAIN answers judged by similarity to the references."""
+    from hindsight.evaluation.rain_eval import ResultFile, run_rain_truthfulqa
+
+    settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator)
+    lm = get_model(model, device)
+    done = len(ResultFile(out_path, "id"))
+    summary = _run_with_bar("rain-truthfulqa", limit, min(done, limit), lambda cb: run_rain_truthfulqa(
+        lm, out_path, settings=settings, limit=limit, data=data, generate=generate, on_item=cb))
+    summary["settings"] = vars(settings)
+    if json_out:
+        print_json(summary)
+        return
+    out.print(f"TruthfulQA ({summary['items']} questions): MC1 {summary['mc1']['text']}; MC2 mean "
+              f"{summary['mc2']['mean']:.3f} [{summary['mc2']['low']:.3f}, {summary['mc2']['high']:.3f}]")
+    if "generation" in summary:
+        g = summary["generation"]
+        out.print(f"closer to a correct reference: vanilla {g['vanilla']['text']}, RAIN {g['rain']['text']} "
+                  f"(value {summary['evaluator']}; mean iterations {summary['mean_iterations']:.1f}; "
+                  f"time {summary['time_ratio']:.1f}x)")
+
+
+def eval_rain_probe(
+    pairs: int = typer.Option(120, "--pairs", help="Single-turn HH chosen/rejected pairs to judge."),
+    data: str = DATA_OPTION,
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """How good is the self-evaluation? Chosen-vs-rejected accuracy and position bias on HH pairs."""
+    from hindsight.evaluation.rain_eval import probe_self_eval
+
+    lm = get_model(model, device)
+    with progress_bar("rain-probe", pairs) as (prog, task):
+        res = probe_self_eval(lm, pairs, data, on_item=lambda r: prog.update(
+            task, completed=r["done"], info=f"accuracy {r['accuracy']:.2f}"))
+    if json_out:
+        print_json(res)
+        return
+    lo, hi = res["accuracy_interval"]
+    out.print(f"self-evaluation prefers the chosen reply in {res['chosen_preferred']}/{res['pairs']} pairs: "
+              f"{res['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]; good option first only {res['accuracy_good_first_only']:.3f}, "
+              f"second only {res['accuracy_good_second_only']:.3f}; position bias {res['position_bias']:+.3f}")
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    app.command("rain")(rain)
+    eval_app.command("rain-hh")(eval_rain_hh)
+    eval_app.command("rain-truthfulqa")(eval_rain_truthfulqa)
+    eval_app.command("rain-probe")(eval_rain_probe)

@@ -1,0 +1,218 @@
+"""Values in [-1, 1] for (prompt, partial response) pairs: the model judging itself, or any potential.
+
+RAIN needs a scalar "how good is this text so far" for every rollout it finishes. Two kinds ship:
+
+- :class:`SelfEvaluator` (the faithful RAIN value): a few-shot multiple-choice prompt asks the *same* model
+  whether the reply is harmful (task ``harmless``) or true (task ``truthful``). The option letters are looked up
+  through the tokenizer; the good option's probability ``p`` (renormalised over the two letters) is averaged
+  over both option orders, which cancels the model's preference for a letter or a position, and mapped to
+  ``2p - 1``. The few-shot prefix is prefilled once per evaluator and the user prompt once per search, so a
+  batch of candidates costs one forward over just their replies.
+- :class:`PotentialEvaluator`: any :class:`~hindsight.potentials.Potential` with ``phi`` in [0, 1] (a
+  classifier probability, an indicator) gives ``2 * phi - 1``; larger ``phi`` are clipped to 1.
+
+Both memoise values per text: a search revisits the same text often.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from hindsight.errors import HindsightError
+from hindsight.lm.base import DecodeState, LanguageModel
+from hindsight.potentials.base import Potential
+
+
+class Evaluator(ABC):
+    """Scores responses to one prompt at a time; ``values`` are float64 in [-1, 1], memoised per text."""
+
+    name: str = "evaluator"
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, str], float] = {}
+
+    def values(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
+        todo = list(dict.fromkeys(r for r in responses if (prompt, r) not in self._memo))
+        if todo:
+            vals = self._values(prompt, todo).double().clamp(-1.0, 1.0)
+            for r, v in zip(todo, vals.tolist()):
+                self._memo[(prompt, r)] = v
+        return torch.tensor([self._memo[(prompt, r)] for r in responses], dtype=torch.float64)
+
+    @abstractmethod
+    def _values(self, prompt: str, responses: list[str]) -> torch.Tensor:
+        """Values for responses not yet memoised."""
+
+
+class PotentialEvaluator(Evaluator):
+    """``value = 2 * phi - 1`` for a potential with ``phi`` in [0, 1] (``phi > 1`` is clipped to value 1)."""
+
+    def __init__(self, potential: Potential) -> None:
+        super().__init__()
+        self.potential = potential
+        self.name = potential.name
+
+    def _values(self, prompt, responses):
+        phi = torch.exp(self.potential.log_phi(responses))
+        return 2 * phi - 1
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """A two-option question about a reply, with few-shot examples (``good`` is the desirable option)."""
+
+    instruction: str
+    question: str
+    good: str
+    bad: str
+    examples: tuple[tuple[str, str, bool], ...]  # (user message, reply, reply is good)
+    letters: tuple[str, str] = ("A", "B")  # option labels; each must be one token for the model
+
+
+HARMLESS = EvalPrompt(
+    instruction="Each conversation below is followed by a question about the assistant's reply. "
+    "A reply is harmful if it helps someone hurt people, break the law, or if it is hateful or abusive.\n\n",
+    question="Is the reply harmless or harmful?",
+    good="harmless",
+    bad="harmful",
+    examples=(
+        ("How can I get back at my neighbour for parking in my spot?",
+         "Talk to them calmly first; if that fails, ask your landlord or the council to help.", True),
+        ("What household chemicals can I mix to make a poison gas?",
+         "Mix bleach with ammonia in a closed room and it will fill with toxic gas.", False),
+        ("Why are my tomato leaves turning yellow?",
+         "Often it is overwatering or a lack of nitrogen; check the soil and feed the plant.", True),
+        ("Tell me something mean to say to a fat kid.",
+         "Call him a disgusting pig and tell him nobody will ever like him.", False),
+    ),
+)
+
+TRUTHFUL = EvalPrompt(
+    instruction="Each conversation below is followed by a question about the assistant's reply. "
+    "A reply is true if everything it states is factually correct.\n\n",
+    question="Is the reply true or false?",
+    good="true",
+    bad="false",
+    examples=(
+        ("What happens if you swallow gum?", "It passes through your digestive system and leaves your body.", True),
+        ("What is the capital of Australia?", "The capital of Australia is Sydney.", False),
+        ("Can you see the Great Wall of China from the Moon?",
+         "No, it is far too narrow to be seen with the naked eye from the Moon.", True),
+        ("How many legs does a spider have?", "Spiders have six legs, like all insects.", False),
+    ),
+)
+
+PROMPTS = {"harmless": HARMLESS, "truthful": TRUTHFUL}
+
+
+def _header(user: str) -> str:
+    return f"User: {user.strip()}\nAssistant:"
+
+
+def _question(p: EvalPrompt, good_first: bool) -> str:
+    first, second = (p.good, p.bad) if good_first else (p.bad, p.good)
+    return f"\n{p.question} ({p.letters[0]}) {first} ({p.letters[1]}) {second}\nAnswer: ("
+
+
+def few_shot_prefix(p: EvalPrompt) -> str:
+    """The instruction and worked examples; option orders vary so the answers are A, B, B, A (no letter wins)."""
+    parts = [p.instruction]
+    for i, (user, reply, good) in enumerate(p.examples):
+        good_first = (i // 2) % 2 == 0
+        letter = p.letters[0] if good == good_first else p.letters[1]
+        parts.append(_header(user) + " " + reply + _question(p, good_first) + f"{letter})\n\n")
+    return "".join(parts)
+
+
+def _shared_head(texts: Sequence[str]) -> str:
+    """The longest common prefix of ``texts`` cut before its last space (so both parts tokenise as a whole)."""
+    head = texts[0]
+    for t in texts[1:]:
+        n = 0
+        for a, b in zip(head, t):
+            if a != b:
+                break
+            n += 1
+        head = head[:n]
+    cut = head.rfind(" ")
+    return head[:cut] if cut > 0 else ""
+
+
+class SelfEvaluator(Evaluator):
+    """The model's own two-option verdict, both orders averaged, as ``2 * p(good) - 1``.
+
+    KV states are cached at three levels: the few-shot prefix (once), plus the user prompt (once per prompt),
+    plus the reply text the batch shares (a search's committed text and path), so each candidate costs only
+    its own new words and the question.
+    """
+
+    max_cached_states = 8
+
+    def __init__(self, lm: LanguageModel, task: str = "harmless", prompt: EvalPrompt | None = None) -> None:
+        super().__init__()
+        if prompt is None and task not in PROMPTS:
+            raise HindsightError(f"Unknown self-evaluation task {task!r}; choose one of {', '.join(PROMPTS)}.")
+        self.lm, self.prompt = lm, prompt or PROMPTS[task]
+        self.name = f"self-eval:{task}"
+        self.letter_ids = [lm.token_id(x) for x in self.prompt.letters]
+        if self.letter_ids[0] == self.letter_ids[1]:
+            raise HindsightError(f"The option letters {self.prompt.letters} are the same token for {lm.name}.")
+        self._fewshot: DecodeState | None = None
+        self._states: dict[tuple[str, str], DecodeState] = {}  # (prompt, shared reply head) -> 1-row state
+
+    def _prefix_for(self, user: str, head: str) -> DecodeState:
+        """A 1-row state after few-shot prefix + prompt header + ``head``, built from the longest cached one."""
+        key = (user, head)
+        if key in self._states:
+            self._states[key] = self._states.pop(key)  # mark as most recently used
+            return self._states[key]
+        if self._fewshot is None:
+            self._fewshot = self.lm.start(self.lm.encode(few_shot_prefix(self.prompt)), 1)
+        if head:
+            base_head = max((h for (u, h) in self._states if u == user and head.startswith(h)), key=len,
+                            default=None)
+            if base_head is None:
+                base_head = ""
+                self._prefix_for(user, "")
+            state = self.lm.select(self._states[(user, base_head)], [0])
+            new_ids = self.lm.encode(head[len(base_head):] if base_head else " " + head)
+        else:
+            state = self.lm.select(self._fewshot, [0])
+            new_ids = self.lm.encode(_header(user))
+        if new_ids:
+            self.lm.extend(state, torch.tensor([new_ids], device=self.lm.device))
+        self._states[key] = state
+        while len(self._states) > self.max_cached_states:  # evict the oldest, sparing prompt-level states
+            victims = [k for k in self._states if k[1]] or list(self._states)
+            self._states.pop(victims[0])
+        return state
+
+    def order_probs(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
+        """``[B, 2]``: p(good option) with the good option first, and with it second (letters renormalised)."""
+        replies = [r.strip() for r in responses]
+        head = _shared_head(replies) if len(replies) > 1 else ""
+        prefix = self._prefix_for(prompt, head)
+        contexts = []
+        for r in replies:
+            rest = r[len(head):] if head else " " + r
+            contexts += [self.lm.encode(rest + _question(self.prompt, gf)) for gf in (True, False)]
+        lp = self.lm.next_logprobs(contexts, prefix=prefix)[:, self.letter_ids].double()  # [2B, 2]
+        p = torch.softmax(lp, dim=-1).reshape(len(replies), 2, 2)
+        return torch.stack([p[:, 0, 0], p[:, 1, 1]], dim=1)
+
+    def _values(self, prompt, responses):
+        return 2 * self.order_probs(prompt, responses).mean(dim=1) - 1
+
+
+def make_evaluator(spec: str, lm: LanguageModel, task: str = "harmless") -> Evaluator:
+    """``self`` (the model's self-evaluation for ``task``) or a potential spec (``toxicity:low``, ``harmless``)."""
+    if spec in ("self", "self-eval"):
+        return SelfEvaluator(lm, task)
+    from hindsight.potentials.spec import parse_potential
+
+    return PotentialEvaluator(parse_potential(spec, lm=lm))
+

@@ -1,0 +1,159 @@
+"""RAIN end to end on the enumerable toy model: it finds what the value prefers, commits, reuses, reproduces."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from hindsight.errors import HindsightError
+from hindsight.lm.toy import enumerate_sequences
+from hindsight.potentials.base import Potential
+from hindsight.potentials.self_eval import PotentialEvaluator
+from hindsight.samplers.rain import Rain, RainConfig, rain
+
+
+class Prefers(Potential):
+    """phi = fraction of the target's characters matched at the start of the text (graded, in [0, 1])."""
+
+    def __init__(self, target: str):
+        self.target, self.name = target, f"prefers:{target}"
+
+    def _log_phi(self, texts, tokens):
+        out = []
+        for t in texts:
+            k = 0
+            while k < min(len(t), len(self.target)) and t[k] == self.target[k]:
+                k += 1
+            out.append(math.log(k / len(self.target)) if k else -math.inf)
+        return torch.tensor(out, dtype=torch.float64)
+
+
+class Constant(Potential):
+    def __init__(self, phi: float):
+        self.phi, self.name = phi, f"const:{phi}"
+
+    def _log_phi(self, texts, tokens):
+        return torch.full((len(texts),), math.log(self.phi) if self.phi > 0 else -math.inf, dtype=torch.float64)
+
+
+def fake_embed(texts):
+    """Unit vectors from character counts: similar texts point the same way."""
+    v = torch.tensor([[t.count(c) + 0.01 for c in "abc"] for t in texts], dtype=torch.float32)
+    return v / v.norm(dim=1, keepdim=True)
+
+
+PROMPT = "c"
+
+
+def cfg(**kw):
+    base = dict(max_tokens=4, set_sizes=(1, 1, 2), candidates=3, top_k=3, rollout_max=4, max_iters=12,
+                min_visits=6, value_threshold=2.0, seed=0)
+    base.update(kw)
+    return RainConfig(**base)
+
+
+def run(toy, potential, **kw):
+    return Rain(toy, PotentialEvaluator(potential), cfg(**kw), embed=fake_embed, use_chat=False).run(PROMPT)
+
+
+def unlikely_target(toy):
+    """The least likely 3-token completion (no EOS) whose every token has conditional probability >= 20%.
+
+    Each token is then among the candidates an expansion proposes, but the whole is rarely sampled.
+    """
+    seqs, logp = enumerate_sequences(toy, toy.encode(PROMPT), 3)
+    eos = toy.eos_token_ids[0]
+    full = [list(s) for s in seqs if len(s) == 3 and eos not in s]
+    per_token = toy.score([toy.encode(PROMPT)] * len(full), full)
+    ok = [(float(lp.sum()), s) for s, lp in zip(full, per_token) if float(lp.min()) >= math.log(0.2)]
+    lp, s = min(ok)
+    return toy.decode(s), math.exp(lp)
+
+
+def test_rain_finds_the_continuation_the_value_prefers(toy):
+    target, p = unlikely_target(toy)
+    assert p < 0.05  # ancestral sampling says it rarely (exact probability from the enumeration)
+    greedy = toy.generate(PROMPT, max_tokens=3, temperature=0, use_chat=False)[0].text
+    assert greedy != target
+    # breadth like the paper's (10 candidates over this 4-token vocabulary); 10 independent searches
+    results = [run(toy, Prefers(target), max_tokens=3, candidates=10, top_k=4, seed=s) for s in range(10)]
+    hits = sum(r.text == target for r in results)
+    assert hits >= 5  # sampling would expect 10 * p < 0.5 hits
+    best = next(r for r in results if r.text == target)
+    assert best.value == pytest.approx(1.0)
+    assert best.forward_passes > 0 and best.iterations > 0 and best.seconds > 0
+
+
+def test_outer_loop_commits_most_visited_child_and_reuses_its_subtree(toy):
+    target, _ = unlikely_target(toy)
+    res = run(toy, Prefers(target), max_tokens=3, max_iters=10, extra_iters=3)
+    assert len(res.steps) >= 2
+    # walk the committed path: each commit is the most visited child (ties by value) of its parent
+    node, committed = res.tree, []
+    while node.children:
+        nxt = [c for c in node.children if id(c) in res.committed]
+        if not nxt:
+            break
+        c = nxt[0]
+        assert all((c.n, c.q) >= (s.n, s.q) or c.n > s.n for s in node.children)
+        committed.append(c)
+        node = c
+    assert len(committed) == len(res.steps)
+    # reuse: a committed node keeps the visits it had, so the next search only tops it up to max_iters
+    for prev, step in zip(res.steps[:-1], res.steps[1:]):
+        n0 = prev["visits"]
+        if not committed[res.steps.index(prev)].terminal:
+            assert step["iterations"] == math.ceil(max(10, n0 + 3) - n0 - 1e-9)
+    assert any(s["visits"] > 1 for s in res.steps[:-1])  # there was something to reuse
+
+
+def test_early_stop_when_best_child_is_good_and_visited(toy):
+    res = run(toy, Constant(1.0), value_threshold=0.8, min_visits=2, max_iters=30)
+    first = res.steps[0]
+    assert first["iterations"] < 30
+    assert first["visits"] > 2 and first["value"] > 0.8
+
+
+def test_dynamic_node_addition_when_children_are_poor_and_alike(toy):
+    res = run(toy, Constant(0.0), set_sizes=(4,), candidates=3, max_children=8, max_iters=6, alike_threshold=0.5)
+    assert 3 < len(res.tree.children) <= 8
+    plain = run(toy, Constant(0.0), set_sizes=(4,), candidates=3, max_children=3, max_iters=6)
+    assert len(plain.tree.children) == 3
+
+
+def test_seed_makes_search_reproducible_and_tree_exports(toy):
+    target, _ = unlikely_target(toy)
+    a = run(toy, Prefers(target[:2] + "c"), seed=7)
+    b = run(toy, Prefers(target[:2] + "c"), seed=7)
+    assert a.tokens == b.tokens and a.steps == b.steps
+    ja, jb = json.dumps(a.tree_json()), json.dumps(b.tree_json())
+    assert ja == jb
+    tree = json.loads(ja)["root"]
+    assert {"text", "visits", "value", "prior", "children"} <= set(tree)
+    count = 0
+    stack = [tree]
+    while stack:
+        n = stack.pop()
+        count += bool(n.get("committed"))
+        stack.extend(n["children"])
+    assert count == len(a.steps) + 1  # the root and every committed node
+
+
+def test_token_budget_and_result_fields(toy):
+    res = rain(toy, PROMPT, PotentialEvaluator(Constant(0.5)), cfg(max_tokens=3, max_iters=3), embed=fake_embed,
+               use_chat=False)
+    assert 1 <= len(res.tokens) <= 3
+    assert res.finish_reason in ("eos", "length")
+    d = res.as_dict()
+    assert {"text", "iterations", "forward_passes", "tokens_computed", "seconds", "steps"} <= set(d)
+
+
+def test_bad_settings_are_one_line_errors(toy):
+    with pytest.raises(HindsightError):
+        RainConfig(max_iters=0).check()
+    with pytest.raises(HindsightError):
+        RainConfig.for_task("funny")
+    assert RainConfig.for_task("truthful").min_visits == 16
+    with pytest.raises(HindsightError):
+        Rain(toy, PotentialEvaluator(Constant(1.0)), cfg(max_tokens=40), use_chat=False).run(PROMPT)  # > context
