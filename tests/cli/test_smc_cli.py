@@ -47,7 +47,8 @@ def test_twist_train_then_smc_and_bounds(toy_dir, tmp_path):
     plot = tmp_path / "b.png"
     rep = json.loads(_run(["bounds", *common, "--samplers", "bootstrap,twisted,baseline", "--twist", str(twist),
                            "--baseline-twist", str(fudge), "--particles", "2,4", "--seeds", "2",
-                           "--kl-samples", "8", "--plot", str(plot), "--json"]))
+                           "--kl-samples", "8", "--plot", str(plot), "--out", str(tmp_path / "b.jsonl"),
+                           "--json"]))
     assert len(rep["rows"]) == 6 and len(rep["kl"]) == 3 and plot.exists()
     for r in rep["rows"]:
         assert r["lower"]["mean"] <= r["upper"]["mean"] + 1.0

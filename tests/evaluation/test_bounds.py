@@ -45,3 +45,25 @@ def test_rejection_samples_follow_sigma(toy_task):
     freq = sum(tuple(s) == tgt.seqs[top] for s in samples) / 300
     p = float(torch.exp(tgt.log_sigma[top]))
     assert abs(freq - p) < 4 * (p * (1 - p) / 300) ** 0.5
+
+
+def test_bounds_resume_from_their_result_file(toy_task, tmp_path, monkeypatch):
+    """Every finished run is recorded; a rerun reads them back instead of sampling again (same report)."""
+    import hindsight.evaluation.bounds as bmod
+    from hindsight.evaluation.results import ResultFile
+
+    lm, prompt, pot, tgt = toy_task
+    path = tmp_path / "bounds.jsonl"
+    first = bounds(lm, prompt, pot, {"bootstrap": None}, [2, 4], seeds=3, max_tokens=T, kl_samples=8,
+                   results=ResultFile(path), tag="t1")
+    assert len(ResultFile(path)) == 1 + 2 * 3  # the exact samples and one record per (particles, seed)
+
+    calls = []
+    real = bmod.run_smc
+    monkeypatch.setattr(bmod, "run_smc", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(bmod, "conditional_smc", lambda *a, **k: pytest.fail("a finished run was repeated"))
+    again = bounds(lm, prompt, pot, {"bootstrap": None}, [2, 4], seeds=3, max_tokens=T, kl_samples=8,
+                   results=ResultFile(path), tag="t1")
+    assert all(k.get("ess_threshold") == 0.0 for k in calls)  # only the KL runs, never a bound run
+    assert [(r.lower.values, r.upper.values) for r in again.rows] == \
+        [(r.lower.values, r.upper.values) for r in first.rows]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import typer
@@ -10,6 +12,7 @@ from rich.table import Table
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out,
                                   print_json, progress_bar)
 from hindsight.errors import HindsightError
+from hindsight.evaluation.results import ResultFile
 
 twist_app = typer.Typer(help="Learned twists for twisted SMC.", no_args_is_help=True)
 
@@ -167,6 +170,8 @@ def bounds(
     resample: str = RESAMPLE_OPTION,
     ess_threshold: float = ESS_OPTION,
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of the bounds against particles."),
+    results_path: Path = typer.Option(Path("runs/bounds.jsonl"), "--out",
+                             help="Append-only record of every finished run; rerunning the same command resumes."),
     raw: bool = RAW_OPTION,
     model: str = MODEL_OPTION,
     device: str = DEVICE_OPTION,
@@ -188,10 +193,16 @@ def bounds(
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     chosen = {name: _load_twist(files[name], lm) for name in names}
     total = len(names) * (len(counts) * seeds + 1)
+    settings = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": pot.name, "max_tokens": max_tokens,
+                "min_tokens": min_tokens, "resample": resample, "ess": ess_threshold, "kl_samples": kl_samples,
+                "seeds": seeds, "twists": {k: str(files[k]) for k in names},
+                "twist_mtimes": {k: files[k].stat().st_mtime for k in names if files[k] is not None}}
+    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     with progress_bar("bounds", total) as (prog, task):
         rep = run_bounds(lm, ids, pot, chosen, counts, seeds, max_tokens, resample=resample,
                          ess_threshold=ess_threshold, kl_samples=kl_samples, min_tokens=min_tokens,
-                         on_run=lambda msg: prog.update(task, advance=1, info=msg))
+                         on_run=lambda msg: prog.update(task, advance=1, info=msg),
+                         results=ResultFile(results_path), tag=tag)
     if plot:
         plot_bounds(rep, str(plot), title=f"{pot.name}: log Z bounds ({seeds} seeds)")
     if json_out:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.evaluation.results import ResultFile
 from hindsight.lm.base import LanguageModel
 from hindsight.potentials.base import Potential
 from hindsight.samplers.smc import conditional_smc, run_smc
@@ -134,16 +135,37 @@ def bounds(
     kl_samples: int = 32,
     min_tokens: int = 0,
     on_run: Callable[[str], None] | None = None,
+    results: ResultFile | None = None,
+    tag: str = "",
 ) -> BoundsReport:
     """Lower and upper bounds for each sampler (``name -> twist``, None = bootstrap) at each particle count over
     ``seeds`` seeds, and KL estimates for each sampler's proposal. ``references``: exact target samples (at least
-    ``seeds``; drawn by rejection sampling when not given)."""
+    ``seeds``; drawn by rejection sampling when not given).
+
+    ``results``: every finished run (and the exact samples) is appended there under keys prefixed by ``tag``
+    (a fingerprint of the settings), and runs already in the file are read back instead of repeated, so an
+    interrupted run resumes."""
     if seeds < 1 or not particles or min(particles) < 1:
         raise HindsightError("--seeds and every --particles value must be at least 1.")
     draws = 0
+
+    def cached(key: str, compute: Callable[[], dict]) -> dict:
+        key = f"{tag}|{key}"
+        if results is not None and key in results:
+            return results.records[key]
+        rec = {"id": key, **compute()}
+        if results is not None:
+            results.append(rec)
+        return rec
+
     if references is None:
-        references, draws = rejection_samples(lm, prompt_ids, potential, max(seeds, kl_samples), max_tokens,
+        def draw() -> dict:
+            refs, n_draws = rejection_samples(lm, prompt_ids, potential, max(seeds, kl_samples), max_tokens,
                                               min_tokens=min_tokens)
+            return {"references": refs, "draws": n_draws}
+
+        rec = cached("references", draw)
+        references, draws = rec["references"], rec["draws"]
     references = [list(r) for r in references]
     if len(references) < seeds:
         raise HindsightError(f"{len(references)} exact samples were supplied for {seeds} seeds; need one per seed.")
@@ -155,9 +177,16 @@ def bounds(
             lo, up = [], []
             for s in range(seeds):
                 note(f"{name} N={n} seed {s}")
-                lo.append(run_smc(lm, prompt_ids, potential, n, max_tokens, twist=twist, seed=s, **kw).log_z)
-                up.append(conditional_smc(lm, prompt_ids, potential, references[s], n, max_tokens, twist=twist,
-                                          seed=s, **kw).log_z)
+
+                def one_run(n=n, s=s, twist=twist) -> dict:
+                    low = run_smc(lm, prompt_ids, potential, n, max_tokens, twist=twist, seed=s, **kw).log_z
+                    high = conditional_smc(lm, prompt_ids, potential, references[s], n, max_tokens, twist=twist,
+                                           seed=s, **kw).log_z
+                    return {"lower": low, "upper": high}
+
+                rec = cached(f"{name}|{n}|{s}", one_run)
+                lo.append(rec["lower"])
+                up.append(rec["upper"])
             rows.append(BoundsRow(name, n, Estimate(lo), Estimate(up)))
     best_lower = max(r.lower.mean for r in rows)
     best_upper = min(r.upper.mean for r in rows)
