@@ -20,16 +20,20 @@ EVALUATOR_OPTION = typer.Option(
     "self", "--evaluator",
     help="The search's value: 'self' (the model's self-evaluation) or a potential spec, e.g. 'harmless' "
          "(an HH-trained classifier) or 'toxicity:low'.")
+MAX_ITERS_OPTION = typer.Option(50, "--max-iters", help="Visits of the current node before committing (maxT).")
+MIN_VISITS_OPTION = typer.Option(None, "--min-visits", help="Early stop needs more visits than this "
+                                                            "(default 6 harmless, 16 truthful).")
+VALUE_THRESHOLD_OPTION = typer.Option(0.8, "--value-threshold", help="... and a value above this (Vt).")
+EVAL_TOKENS_OPTION = typer.Option(32, "--max-tokens", help="Response tokens at most (vanilla and RAIN alike).")
 
 
 def rain(
     prompt: str = typer.Argument(..., help="The user message (the model's chat template is applied)."),
     task: str = typer.Option("harmless", "--task", help="harmless (HH defaults) or truthful (TruthfulQA)."),
     max_tokens: int = typer.Option(48, "--max-tokens", help="Response tokens at most."),
-    max_iters: int = typer.Option(50, "--max-iters", help="Visits of the current node before committing (maxT)."),
-    min_visits: int = typer.Option(None, "--min-visits", help="Early stop needs more visits than this "
-                                                              "(default 6 harmless, 16 truthful)."),
-    value_threshold: float = typer.Option(0.8, "--value-threshold", help="... and a value above this (Vt)."),
+    max_iters: int = MAX_ITERS_OPTION,
+    min_visits: int = MIN_VISITS_OPTION,
+    value_threshold: float = VALUE_THRESHOLD_OPTION,
     evaluator: str = EVALUATOR_OPTION,
     tree: Path = typer.Option(None, "--tree", help="Write the search tree as JSON to this file."),
     model: str = MODEL_OPTION,
@@ -95,13 +99,13 @@ def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluato
 
 
 def eval_rain_hh(
-    out_path: Path = typer.Option(Path("results/rain_hh.jsonl"), "--out", help="Incremental JSONL results."),
+    out_path: Path = typer.Option(Path("runs/rain_hh.jsonl"), "--out", help="Incremental JSONL results."),
     judge: list[str] = typer.Option(["hh-clf", "toxicity"], "--judge", help="hh-clf and/or toxicity (repeatable)."),
     evaluator: str = EVALUATOR_OPTION,
-    max_tokens: int = typer.Option(32, "--max-tokens"),
-    max_iters: int = typer.Option(50, "--max-iters"),
-    min_visits: int = typer.Option(None, "--min-visits"),
-    value_threshold: float = typer.Option(0.8, "--value-threshold"),
+    max_tokens: int = EVAL_TOKENS_OPTION,
+    max_iters: int = MAX_ITERS_OPTION,
+    min_visits: int = MIN_VISITS_OPTION,
+    value_threshold: float = VALUE_THRESHOLD_OPTION,
     limit: int = LIMIT_OPTION,
     data: str = DATA_OPTION,
     model: str = MODEL_OPTION,
@@ -134,13 +138,13 @@ def eval_rain_hh(
 
 
 def eval_rain_truthfulqa(
-    out_path: Path = typer.Option(Path("results/rain_truthfulqa.jsonl"), "--out", help="Incremental JSONL results."),
+    out_path: Path = typer.Option(Path("runs/rain_truthfulqa.jsonl"), "--out", help="Incremental JSONL results."),
     generate: bool = typer.Option(True, "--generate/--mc-only", help="Also compare vanilla and RAIN answers."),
     evaluator: str = EVALUATOR_OPTION,
-    max_tokens: int = typer.Option(32, "--max-tokens"),
-    max_iters: int = typer.Option(50, "--max-iters"),
-    min_visits: int = typer.Option(None, "--min-visits"),
-    value_threshold: float = typer.Option(0.8, "--value-threshold"),
+    max_tokens: int = EVAL_TOKENS_OPTION,
+    max_iters: int = MAX_ITERS_OPTION,
+    min_visits: int = MIN_VISITS_OPTION,
+    value_threshold: float = VALUE_THRESHOLD_OPTION,
     limit: int = LIMIT_OPTION,
     data: str = DATA_OPTION,
     model: str = MODEL_OPTION,

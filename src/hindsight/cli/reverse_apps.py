@@ -125,7 +125,7 @@ def _rate(k: int, n: int, lo: float, hi: float) -> str:
 def eval_citation(
     data: str = DATA_OPTION,
     limit: int = typer.Option(25, "--limit", help="Articles to read."),
-    out_file: str = typer.Option("results/citation.jsonl", "--out", help="JSONL results (resumed when present)."),
+    out_file: str = typer.Option("runs/citation.jsonl", "--out", help="JSONL results (resumed when present)."),
     scorers: str = typer.Option("trlm-fo,forward", "--scorers", help="Comma-separated scorers."),
     searches: str = typer.Option("linear,binary,exclusion", "--searches", help="Comma-separated searches."),
     max_sentences: int = typer.Option(8, "--max-sentences", help="Use the first M article sentences (0 = all)."),
@@ -174,7 +174,7 @@ def eval_citation(
 def eval_jailbreak(
     data: str = DATA_OPTION,
     limit: int = typer.Option(50, "--limit", help="Attack items and benign items (each)."),
-    out_file: str = typer.Option("results/jailbreak.jsonl", "--out", help="JSONL results (resumed when present)."),
+    out_file: str = typer.Option("runs/jailbreak.jsonl", "--out", help="JSONL results (resumed when present)."),
     filters: str = typer.Option("keyword,lm-judge", "--filters", help="Comma-separated filters."),
     queries: int = typer.Option(4, "--queries", help="Reverse queries per response."),
     threshold: float = typer.Option(0.25, "--threshold", help="Block when more than this fraction of queries is flagged."),
