@@ -98,6 +98,16 @@ def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluato
                        value_threshold=value_threshold, seed=seed if seed is not None else 0, evaluator=evaluator)
 
 
+def _resume_with_bar(name: str, out_path: Path, limit: int, settings, run) -> dict:
+    """Run an evaluation that resumes from ``out_path`` under a progress bar; the summary records the settings."""
+    from hindsight.evaluation.results import ResultFile
+
+    done = len(ResultFile(out_path, "id"))
+    summary = _run_with_bar(name, limit, min(done, limit), run)
+    summary["settings"] = vars(settings)
+    return summary
+
+
 def eval_rain_hh(
     out_path: Path = typer.Option(Path("runs/rain_hh.jsonl"), "--out", help="Incremental JSONL results."),
     judge: list[str] = typer.Option(["hh-clf", "toxicity"], "--judge", help="hh-clf and/or toxicity (repeatable)."),
@@ -114,15 +124,13 @@ def eval_rain_hh(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """HH harmless prompts: vanilla vs RAIN, same model and token budget, judged independently."""
-    from hindsight.evaluation.rain_eval import ResultFile, make_judges, run_rain_hh
+    from hindsight.evaluation.rain_eval import make_judges, run_rain_hh
 
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator)
     judges = make_judges(judge, data)
     lm = get_model(model, device)
-    done = len(ResultFile(out_path, "id"))
-    summary = _run_with_bar("rain-hh", limit, min(done, limit), lambda cb: run_rain_hh(
+    summary = _resume_with_bar("rain-hh", out_path, limit, settings, lambda cb: run_rain_hh(
         lm, out_path, settings=settings, judges=judges, limit=limit, data=data, on_item=cb))
-    summary["settings"] = vars(settings)
     if json_out:
         print_json(summary)
         return
@@ -153,14 +161,12 @@ def eval_rain_truthfulqa(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """TruthfulQA: MC1/MC2 by vanilla scoring; vanilla vs RAIN answers judged by similarity to the references."""
-    from hindsight.evaluation.rain_eval import ResultFile, run_rain_truthfulqa
+    from hindsight.evaluation.rain_eval import run_rain_truthfulqa
 
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator)
     lm = get_model(model, device)
-    done = len(ResultFile(out_path, "id"))
-    summary = _run_with_bar("rain-truthfulqa", limit, min(done, limit), lambda cb: run_rain_truthfulqa(
+    summary = _resume_with_bar("rain-truthfulqa", out_path, limit, settings, lambda cb: run_rain_truthfulqa(
         lm, out_path, settings=settings, limit=limit, data=data, generate=generate, on_item=cb))
-    summary["settings"] = vars(settings)
     if json_out:
         print_json(summary)
         return
