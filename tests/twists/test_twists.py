@@ -122,3 +122,60 @@ def test_replay_buffer_reuses_model_batches_only(toy_task):
     assert a2 is a and b is not a  # seed 2 replays buffer slot 0
     head = make_head("linear", lm.hidden_size, lm.vocab_size)
     assert draw(head, 8, 0) is not a  # twisted proposals depend on the head: always fresh
+
+
+def test_tied_head_scores_tokens_through_their_embeddings():
+    torch.manual_seed(0)
+    emb = torch.randn(6, 8)
+    emb[5] = emb[2]  # token 5 looks exactly like token 2 to the model
+    head = make_head("tied", 8, 6, rank=4).bind(emb)
+    h = torch.randn(3, 8)
+    assert torch.equal(head(h), torch.zeros(3, 6))  # untrained: psi = 1 (bootstrap)
+    torch.nn.init.normal_(head.up.weight)
+    torch.nn.init.normal_(head.level.weight)
+    full = head(h)
+    toks = torch.tensor([0, 2, 5])
+    assert torch.allclose(head.log_psi_at(h, toks), full[torch.arange(3), toks], atol=1e-5)
+    # what is learned about one token carries to a token with the same embedding (a per-token layer cannot)
+    assert torch.allclose(full[:, 5], full[:, 2])
+    assert not torch.allclose(full[:, 0], full[:, 2])
+    with pytest.raises(HindsightError, match="do not fit"):
+        head.bind(torch.zeros(7, 8))
+    with pytest.raises(HindsightError, match="output embeddings"):
+        make_head("tied", 8, 6)(h)
+
+
+def test_tied_head_trained_on_a_pool_lowers_both_exact_kls(toy_task, tmp_path):
+    lm, prompt, pot, tgt = toy_task
+    before = exact_kls(tgt, tgt.logp)
+    torch.manual_seed(0)
+    head = make_head("tied", lm.hidden_size, lm.vocab_size, rank=8).attach(lm)
+    calls = []
+
+    def draw(twist, n, seed):
+        calls.append((twist, n))
+        return trace_drawer(lm, prompt, pot, T)(twist, n, seed)
+
+    cfg = TrainConfig(steps=150, batch=512, inner=50, lr=0.03, max_tokens=T, proposal="pool")
+    train_twist(head, cfg, draw)
+    assert calls == [(None, 512)]  # one pool of model samples, drawn once, every step on all of it
+    after = _kl(lm, prompt, pot, tgt, head)
+    assert after[0] < 0.8 * before[0] and after[1] < 0.5 * before[1], (before, after)
+    # the file holds no embeddings; loading needs the model and gives the same twist
+    save_twist(tmp_path / "tied.pt", head, {"model": lm.name})
+    assert (tmp_path / "tied.pt").stat().st_size < 200_000
+    with pytest.raises(HindsightError, match="pass the model"):
+        load_twist(tmp_path / "tied.pt")
+    loaded = load_twist(tmp_path / "tied.pt", lm=lm)[0]
+    state = lm.start(prompt, 2)
+    assert torch.equal(loaded.log_psi(state), head.log_psi(state))
+
+
+def test_trace_drawer_draws_large_batches_in_chunks(toy_task):
+    lm, prompt, pot, _ = toy_task
+    whole = trace_drawer(lm, prompt, pot, T, chunk=16)(None, 40, 3)
+    assert whole["tokens"].shape[:2] == (40, T) and whole["hidden"].shape[:2] == (40, T)
+    assert whole["log_phi"].shape == (40,)
+    first = trace_drawer(lm, prompt, pot, T, chunk=16)(None, 16, 3)
+    assert torch.equal(whole["tokens"][:16], first["tokens"])  # the first chunk is the plain draw
+    assert not torch.equal(whole["tokens"][16:32], whole["tokens"][:16])  # later chunks are fresh draws

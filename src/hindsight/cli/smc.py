@@ -37,11 +37,9 @@ def _setup(model, device, prompt, raw, potential):
 def _load_twist(path: Path | None, lm):
     if path is None:
         return None
-    from hindsight.twists.checkpoint import check_twist_fits, load_twist
+    from hindsight.twists.checkpoint import load_twist
 
-    head, meta, _ = load_twist(path, device=lm.device)
-    check_twist_fits(head, lm.vocab_size, getattr(lm, "hidden_size", -1), lm.name, meta)
-    return head
+    return load_twist(path, device=lm.device, lm=lm)[0]
 
 
 def smc(
@@ -87,13 +85,16 @@ def train(
     prompt: str = typer.Option(..., "--prompt", help="The prompt the twist is trained for."),
     out_path: Path = typer.Option(..., "--out", help="Twist file to write (resumed if it exists)."),
     method: str = typer.Option("ctl", "--method", help="ctl (contrastive twist learning) or fudge (baseline)."),
-    head_kind: str = typer.Option("linear", "--head", help="linear or mlp (3 layers)."),
+    head_kind: str = typer.Option("linear", "--head",
+                                  help="linear, mlp (3 layers) or tied (scores tokens through the LM's embeddings)."),
+    rank: int = typer.Option(64, "--rank", help="Rank of a tied head."),
     steps: int = typer.Option(200, "--steps", help="Gradient steps in total (a resumed run continues to this)."),
-    batch: int = typer.Option(64, "--batch", help="Completions drawn per round."),
+    batch: int = typer.Option(64, "--batch", help="Completions drawn per round (with --proposal pool: the pool)."),
     inner: int = typer.Option(4, "--inner", help="Gradient steps per drawn batch."),
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4 toxicity, 3e-5 classifier)."),
     proposal: str = typer.Option("twist", "--proposal",
-                                 help="CTL draws from the current twisted proposal (twist) or the model (model)."),
+                                 help="twist (on-policy), model (fresh model samples each round) or pool "
+                                      "(one pool of --batch model samples, every step on all of it)."),
     buffer: int = typer.Option(0, "--buffer", help="With model proposals: draw this many batches once, then replay."),
     max_tokens: int = MAX_TOKENS_OPTION,
     min_tokens: int = MIN_TOKENS_OPTION,
@@ -111,14 +112,14 @@ def train(
     from hindsight.twists.train import History, TrainConfig, plot_history, train_twist
 
     cfg = TrainConfig(method=method, steps=steps, batch=batch, inner=inner, lr=lr, max_tokens=max_tokens,
-                      min_tokens=min_tokens, proposal="model" if method == "fudge" else proposal)
+                      min_tokens=min_tokens, proposal="model" if method == "fudge" and proposal == "twist" else proposal)
     cfg.check()
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     meta = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": potential, "config": cfg.__dict__,
             "seed": seed}
     opt_state, history = None, History()
     if out_path.exists() and not fresh:
-        head, old, opt_state = load_twist(out_path, device=lm.device)
+        head, old, opt_state = load_twist(out_path, device=lm.device, lm=lm)
         for key in ("model", "prompt", "potential"):
             if old.get(key) != meta[key]:
                 raise HindsightError(f"{out_path} was trained with {key} {old.get(key)!r}, not {meta[key]!r}; "
@@ -126,7 +127,9 @@ def train(
         history = History(**old["history"])
         err.print(f"resuming {out_path} from step {history.steps[-1] if history.steps else 0}")
     else:
-        head = make_head(head_kind, lm.hidden_size, lm.vocab_size, bounded=method == "fudge").to(lm.device)
+        extra = {"rank": rank} if head_kind == "tied" else {}
+        head = make_head(head_kind, lm.hidden_size, lm.vocab_size, bounded=method == "fudge", **extra)
+        head = head.to(lm.device).attach(lm)
     plot_path = plot or out_path.with_suffix(".png")
 
     def save(step, opt, hist):

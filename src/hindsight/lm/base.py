@@ -117,6 +117,10 @@ class LanguageModel(ABC):
             raise HindsightError(f"{text!r} is {len(ids)} tokens for model {self.name}, expected exactly one.")
         return ids[0]
 
+    def output_embeddings(self) -> torch.Tensor:
+        """``[V, d]`` rows of the output layer (detached, float32): what a twist head can tie its outputs to."""
+        raise HindsightError(f"Model {self.name} does not expose its output embeddings.")
+
     # ---- batched primitives (backend) ---------------------------------------------------------------------
     @abstractmethod
     def score(

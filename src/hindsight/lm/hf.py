@@ -90,6 +90,9 @@ class HFLanguageModel(LanguageModel):
         self.counters.seconds += time.perf_counter() - t0
         return out.logits, out.hidden_states[-1], out.past_key_values
 
+    def output_embeddings(self) -> torch.Tensor:
+        return self.model.get_output_embeddings().weight.detach().float()
+
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token log-probs from final hidden states (the LM head applied only where needed)."""
         with torch.no_grad():

@@ -256,11 +256,12 @@ def conditional_smc(lm: LanguageModel, prompt_ids: Sequence[int], potential: Pot
 
 
 def trace_drawer(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, max_tokens: int, *,
-                 min_tokens: int = 0, buffer: int = 0):
+                 min_tokens: int = 0, buffer: int = 0, chunk: int = 256):
     """The ``draw`` function twist training needs: traced completions from the current (twisted) proposal.
 
     ``buffer > 0``: model-proposal batches (``twist=None``) do not depend on the twist being trained, so only
-    ``buffer`` distinct batches are drawn and then replayed (head-only gradient steps, no LM cost).
+    ``buffer`` distinct batches are drawn and then replayed (head-only gradient steps, no LM cost). More than
+    ``chunk`` completions are drawn ``chunk`` at a time (bounded memory) and concatenated.
     """
     cache: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -268,10 +269,12 @@ def trace_drawer(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potent
         key = seed % buffer if buffer and twist is None else None
         if key is not None and key in cache:
             return cache[key]
-        res = run_smc(lm, prompt_ids, potential, n, max_tokens, twist=twist, ess_threshold=0.0, seed=seed,
-                      min_tokens=min_tokens, trace=True)
+        parts = [run_smc(lm, prompt_ids, potential, min(chunk, n - start), max_tokens, twist=twist,
+                         ess_threshold=0.0, seed=seed + j * 1_000_003, min_tokens=min_tokens, trace=True).trace
+                 for j, start in enumerate(range(0, n, chunk))]
+        trace = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         if key is not None:
-            cache[key] = res.trace
-        return res.trace
+            cache[key] = trace
+        return trace
 
     return draw

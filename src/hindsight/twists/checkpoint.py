@@ -28,9 +28,10 @@ def save_twist(path: str | Path, head: TwistHead, meta: dict[str, Any],
     os.replace(tmp, path)
 
 
-def load_twist(path: str | Path, device: str | torch.device = "cpu"
+def load_twist(path: str | Path, device: str | torch.device = "cpu", lm: Any = None
                ) -> tuple[TwistHead, dict[str, Any], dict[str, Any] | None]:
-    """(head, meta, optimizer state) from a twist file."""
+    """(head, meta, optimizer state) from a twist file. ``lm``: the model the twist runs on (a tied head
+    takes its output embeddings from it; checked to fit)."""
     path = Path(path)
     if not path.is_file():
         raise HindsightError(f"Twist file {path} does not exist.")
@@ -42,7 +43,13 @@ def load_twist(path: str | Path, device: str | torch.device = "cpu"
         raise HindsightError(f"{path} is not a hindsight twist file.")
     head = head_from_config(blob["config"])
     head.load_state_dict(blob["state_dict"])
-    return head.to(device).eval(), blob["meta"], blob.get("optimizer")
+    head = head.to(device).eval()
+    if lm is not None:
+        check_twist_fits(head, lm.vocab_size, getattr(lm, "hidden_size", -1), lm.name, blob["meta"])
+        head.attach(lm)
+    elif head.needs_embeddings:
+        raise HindsightError(f"{path} holds a tied twist head: pass the model (load_twist(path, lm=lm)).")
+    return head, blob["meta"], blob.get("optimizer")
 
 
 def check_twist_fits(head: TwistHead, vocab_size: int, hidden_size: int, model_name: str, meta: dict) -> None:

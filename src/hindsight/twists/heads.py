@@ -1,6 +1,7 @@
 """Learned twist heads: small networks on the frozen LM's last hidden state giving ``log psi`` for every token.
 
-``LinearTwist`` is one linear map ``[d] -> [V]``; ``MLPTwist`` is three layers (as in the twisted-SMC paper).
+``LinearTwist`` is one linear map ``[d] -> [V]``; ``MLPTwist`` is three layers (as in the twisted-SMC paper);
+``TiedTwist`` scores each token through the LM's own output embedding (small, and generalises across tokens).
 Both may take an extra conditioning vector (e.g. an embedding of an infilling suffix), concatenated to the
 hidden state. The output layer starts at zero, so an untrained twist is ``psi = 1`` (bootstrap SMC).
 ``bounded=True`` squashes the output through ``log sigmoid`` (``psi <= 1``), which a classifier-style learner
@@ -64,6 +65,17 @@ class TwistHead(nn.Module):
         with torch.no_grad():
             return self.forward(state.hidden.to(dev))
 
+    needs_embeddings = False
+
+    def attach(self, lm: Any) -> TwistHead:
+        """Give the head what it needs from the model it runs on (a tied head: the output embeddings)."""
+        if self.needs_embeddings:
+            self.bind(lm.output_embeddings())
+        return self
+
+    def bind(self, embeddings: torch.Tensor) -> TwistHead:  # pragma: no cover - only tied heads bind
+        return self
+
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "hidden_size": self.hidden_size, "vocab_size": self.vocab_size,
                 "cond_size": self.cond_size, "bounded": self.bounded}
@@ -98,7 +110,59 @@ class MLPTwist(TwistHead):
         return {**super().config(), "width": self.width}
 
 
-HEADS = {"linear": LinearTwist, "mlp": MLPTwist}
+class TiedTwist(TwistHead):
+    """``log psi(h, s) = c(h) + g(h) · e_s`` with ``e_s`` the frozen LM's own output embedding of token ``s``.
+
+    Why: a per-token output layer (``LinearTwist``) learns only the tokens its training samples contain and
+    leaves every other token at ``psi = 1``; once the seen tokens are pushed down, the proposal over-favours
+    the unseen ones. Tying the outputs to the LM's embeddings lets what is learned about one token carry to
+    similar tokens, with ``~2·d·rank`` parameters instead of ``d·V``. ``g`` is low rank (``rank``) plus a
+    constant direction; ``c`` is a per-state level. Needs :meth:`bind` (or ``attach(lm)``) before use: the
+    embeddings are not stored in the twist file.
+    """
+
+    kind = "tied"
+    needs_embeddings = True
+
+    def __init__(self, hidden_size: int, vocab_size: int, *, rank: int = 64, **kw: Any) -> None:
+        super().__init__(hidden_size, vocab_size, **kw)
+        self.rank = rank
+        n_in = hidden_size + self.cond_size
+        self.down = nn.Linear(n_in, rank, bias=False)
+        self.up = nn.Linear(rank, hidden_size)
+        self.level = nn.Linear(n_in, 1)
+        for layer in (self.up, self.level):  # zero output: the untrained twist is psi = 1
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("embeddings", torch.zeros(0, hidden_size), persistent=False)
+
+    def bind(self, embeddings: torch.Tensor) -> TiedTwist:
+        if tuple(embeddings.shape) != (self.vocab_size, self.hidden_size):
+            raise HindsightError(f"Output embeddings of shape {tuple(embeddings.shape)} do not fit this twist "
+                                 f"(vocabulary {self.vocab_size}, hidden {self.hidden_size}).")
+        self.embeddings = embeddings.detach().float().to(self.up.weight.device)
+        return self
+
+    def _parts(self, hidden: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.embeddings.numel() == 0:
+            raise HindsightError("A tied twist head needs the model's output embeddings: load it with "
+                                 "load_twist(path, lm=lm) or call head.attach(lm).")
+        x = self._input(hidden, cond)
+        return self.level(x).squeeze(-1), self.up(self.down(x))
+
+    def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        level, g = self._parts(hidden, cond)
+        return self._squash(level[:, None] + g @ self.embeddings.T)
+
+    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        level, g = self._parts(hidden, cond)
+        return self._squash(level + (g * self.embeddings[tokens]).sum(-1))
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "rank": self.rank}
+
+
+HEADS = {"linear": LinearTwist, "mlp": MLPTwist, "tied": TiedTwist}
 
 
 def make_head(kind: str, hidden_size: int, vocab_size: int, **kw: Any) -> TwistHead:

@@ -1,7 +1,10 @@
 """Training twists on a frozen LM: contrastive twist learning (CTL) and the FUDGE baseline.
 
 Both learn from batches of completions drawn by the sampler itself (``run_smc(..., trace=True)``, no
-resampling), which records each step's hidden state, so a gradient step only runs the small head.
+resampling), which records each step's hidden state, so a gradient step only runs the small head. With
+``proposal="pool"`` one large pool of model completions is drawn once and every gradient step uses all of it:
+the LM runs only while drawing, and the self-normalised estimates (positives towards ``sigma``, each ``log Z_t``)
+are taken over thousands of completions rather than one small batch.
 
 **CTL** minimises ``-( E_sigma[ mean_t log psi_t ] - mean_t E_{pi_t}[ log psi_t ] )`` where
 ``pi_t ∝ p(s_1..t) psi_t(s_1..t)``. Positive term: the batch self-normalised towards ``sigma`` with weights
@@ -25,6 +28,7 @@ from hindsight.errors import HindsightError
 from hindsight.twists.heads import TwistHead
 
 METHODS = ("ctl", "fudge")
+PROPOSALS = ("twist", "model", "pool")
 
 
 @dataclass
@@ -36,7 +40,9 @@ class TrainConfig:
     lr: float = 1e-4  # the paper's toxicity setting (3e-5 for a classifier target)
     max_tokens: int = 20
     min_tokens: int = 0
-    proposal: str = "twist"  # draw from the current twisted proposal ("twist") or from the model ("model")
+    # "twist": draw every batch from the current twisted proposal (on-policy); "model": from the model;
+    # "pool": draw one large pool of model completions once and take every gradient step on all of it
+    proposal: str = "twist"
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -46,8 +52,8 @@ class TrainConfig:
             raise HindsightError("--steps and --inner must be at least 1 and --batch at least 2.")
         if not self.lr > 0:
             raise HindsightError(f"--lr must be positive (got {self.lr}).")
-        if self.proposal not in ("twist", "model"):
-            raise HindsightError(f"The proposal must be 'twist' or 'model' (got {self.proposal!r}).")
+        if self.proposal not in PROPOSALS:
+            raise HindsightError(f"The proposal must be one of {', '.join(PROPOSALS)} (got {self.proposal!r}).")
 
 
 @dataclass
@@ -142,8 +148,9 @@ def train_twist(
     (checkpointing). Resuming = passing the saved optimizer state and history back in.
     """
     cfg.check()
-    if cfg.method == "fudge" and (cfg.proposal != "model" or not head.bounded):
-        raise HindsightError("FUDGE learns from model samples with a bounded head (proposal='model', bounded=True).")
+    if cfg.method == "fudge" and (cfg.proposal == "twist" or not head.bounded):
+        raise HindsightError("FUDGE learns from model samples with a bounded head (proposal 'model' or 'pool', "
+                             "bounded=True).")
     history = history or History()
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     if optimizer_state:
@@ -152,9 +159,10 @@ def train_twist(
     step = history.steps[-1] if history.steps else 0
     rnd = step // cfg.inner
     barren = 0  # rounds in a row in which no completion had phi > 0
+    pool = as_batch(draw(None, cfg.batch, seed * 100_003)) if cfg.proposal == "pool" else None
     while step < cfg.steps:
         head.eval()
-        batch = as_batch(draw(head if cfg.proposal == "twist" else None, cfg.batch, seed * 100_003 + rnd))
+        batch = pool or as_batch(draw(head if cfg.proposal == "twist" else None, cfg.batch, seed * 100_003 + rnd))
         rnd += 1
         head.train()
         for _ in range(cfg.inner):
