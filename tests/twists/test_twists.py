@@ -8,7 +8,8 @@ from hindsight.evaluation.exact import exact_kls, optimal_twist, proposal_log_we
 from hindsight.samplers.smc import trace_drawer
 from hindsight.twists.checkpoint import load_twist, save_twist
 from hindsight.twists.heads import make_head
-from hindsight.twists.train import History, TrainConfig, as_batch, ctl_loss, plot_history, train_twist
+from hindsight.twists.train import (History, TrainConfig, as_batch, ctl_loss, plot_history, train_twist,
+                                    vocab_reference)
 from tests.toy_task import T, one_thread, toy_task  # noqa: F401
 
 
@@ -139,6 +140,10 @@ def test_tied_head_scores_tokens_through_their_embeddings():
     # what is learned about one token carries to a token with the same embedding (a per-token layer cannot)
     assert torch.allclose(full[:, 5], full[:, 2])
     assert not torch.allclose(full[:, 0], full[:, 2])
+    flat = make_head("tied", 8, 6, rank=0).bind(emb)  # one token-level direction + a per-state level
+    assert sum(p.numel() for p in flat.parameters()) == 8 + 8 + 1
+    torch.nn.init.normal_(flat.direction)
+    assert torch.allclose(flat(h)[0], emb @ flat.direction) and torch.allclose(flat(h)[0], flat(h)[1])
     with pytest.raises(HindsightError, match="do not fit"):
         head.bind(torch.zeros(7, 8))
     with pytest.raises(HindsightError, match="output embeddings"):
@@ -157,7 +162,7 @@ def test_tied_head_trained_on_a_pool_lowers_both_exact_kls(toy_task, tmp_path):
         return trace_drawer(lm, prompt, pot, T)(twist, n, seed)
 
     cfg = TrainConfig(steps=150, batch=512, inner=50, lr=0.03, max_tokens=T, proposal="pool")
-    train_twist(head, cfg, draw)
+    train_twist(head, cfg, draw, logprobs_from_hidden=lm.logprobs_from_hidden)
     assert calls == [(None, 512)]  # one pool of model samples, drawn once, every step on all of it
     after = _kl(lm, prompt, pot, tgt, head)
     assert after[0] < 0.8 * before[0] and after[1] < 0.5 * before[1], (before, after)
@@ -179,3 +184,23 @@ def test_trace_drawer_draws_large_batches_in_chunks(toy_task):
     first = trace_drawer(lm, prompt, pot, T, chunk=16)(None, 16, 3)
     assert torch.equal(whole["tokens"][:16], first["tokens"])  # the first chunk is the plain draw
     assert not torch.equal(whole["tokens"][16:32], whole["tokens"][:16])  # later chunks are fresh draws
+
+
+def test_vocabulary_sum_penalises_psi_on_tokens_the_pool_never_drew(toy_task):
+    lm, prompt, pot, _ = toy_task
+    draw = trace_drawer(lm, prompt, pot, T)
+    for seed in range(50):  # a small pool (fixed seeds) in which one token never occurs
+        batch = as_batch(draw(None, 3, seed))
+        unseen = sorted(set(range(lm.vocab_size)) - set(batch.tokens[batch.alive].tolist()))
+        if unseen:
+            break
+    u = unseen[0]
+    ref = vocab_reference(batch, 64, lm.logprobs_from_hidden)
+    assert torch.allclose(ref.logp.exp().sum(-1), torch.ones(ref.logp.shape[:2]), atol=1e-4)
+    head = make_head("linear", lm.hidden_size, lm.vocab_size)
+    with torch.no_grad():
+        base_sampled, base_exact = float(ctl_loss(head, batch)), float(ctl_loss(head, batch, ref))
+        head.out.bias[u] = 6.0  # psi = e^6 on a token the pool never drew
+        sampled, exact = float(ctl_loss(head, batch)), float(ctl_loss(head, batch, ref))
+    assert sampled == pytest.approx(base_sampled, abs=1e-6)  # the sampled-token estimate is blind to it
+    assert exact > base_exact + 0.05  # the vocabulary sum sees the mass the twist moved there

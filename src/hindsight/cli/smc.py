@@ -96,6 +96,10 @@ def train(
                                  help="twist (on-policy), model (fresh model samples each round) or pool "
                                       "(one pool of --batch model samples, every step on all of it)."),
     buffer: int = typer.Option(0, "--buffer", help="With model proposals: draw this many batches once, then replay."),
+    vocab_rows: int = typer.Option(64, "--vocab-rows",
+                                   help="With --proposal pool: pool rows whose CTL normaliser sums over the whole "
+                                        "vocabulary (0: sampled tokens only)."),
+    vocab_batch: int = typer.Option(32, "--vocab-batch", help="How many of those rows each gradient step uses."),
     max_tokens: int = MAX_TOKENS_OPTION,
     min_tokens: int = MIN_TOKENS_OPTION,
     plot: Path = typer.Option(None, "--plot", help="Training-curve PNG (default: next to --out)."),
@@ -112,7 +116,8 @@ def train(
     from hindsight.twists.train import History, TrainConfig, plot_history, train_twist
 
     cfg = TrainConfig(method=method, steps=steps, batch=batch, inner=inner, lr=lr, max_tokens=max_tokens,
-                      min_tokens=min_tokens, proposal="model" if method == "fudge" and proposal == "twist" else proposal)
+                      min_tokens=min_tokens, proposal="model" if method == "fudge" and proposal == "twist" else proposal,
+                      vocab_rows=vocab_rows, vocab_batch=vocab_batch)
     cfg.check()
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     meta = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": potential, "config": cfg.__dict__,
@@ -144,7 +149,7 @@ def train(
 
         draw = trace_drawer(lm, ids, pot, max_tokens, min_tokens=min_tokens, buffer=buffer)
         history = train_twist(head, cfg, draw, optimizer_state=opt_state, history=history, seed=seed, on_step=on_step,
-                              on_round=save)
+                              on_round=save, logprobs_from_hidden=lm.logprobs_from_hidden)
     plot_history(history, str(plot_path), title=f"{method} twist, {pot.name}")
     out.print(f"wrote {out_path} ({len(history.loss)} steps, last loss {history.loss[-1]:.4f}) and {plot_path}")
 

@@ -121,6 +121,10 @@ class LanguageModel(ABC):
         """``[V, d]`` rows of the output layer (detached, float32): what a twist head can tie its outputs to."""
         raise HindsightError(f"Model {self.name} does not expose its output embeddings.")
 
+    def logprobs_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., V]`` next-token log-probs from last hidden states such as ``DecodeState.hidden``."""
+        raise HindsightError(f"Model {self.name} cannot map hidden states to next-token probabilities.")
+
     # ---- batched primitives (backend) ---------------------------------------------------------------------
     @abstractmethod
     def score(

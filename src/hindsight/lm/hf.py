@@ -93,10 +93,11 @@ class HFLanguageModel(LanguageModel):
     def output_embeddings(self) -> torch.Tensor:
         return self.model.get_output_embeddings().weight.detach().float()
 
-    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logprobs_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token log-probs from final hidden states (the LM head applied only where needed)."""
+        head = self.model.get_output_embeddings()
         with torch.no_grad():
-            logits = self.model.get_output_embeddings()(hidden).float()
+            logits = head(hidden.to(device=head.weight.device, dtype=head.weight.dtype)).float()
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return torch.log_softmax(logits, dim=-1)
@@ -150,7 +151,7 @@ class HFLanguageModel(LanguageModel):
             raise HindsightError(f"The sequence would exceed {self.name}'s context of {self.max_length} tokens.")
         pos = torch.arange(state.length, state.length + k, device=self.device).expand(state.n, -1)
         _, hidden, state.cache = self._forward(tokens, cache=state.cache, position_ids=pos)
-        lp_all = self._head(hidden)  # [n, k, V]
+        lp_all = self.logprobs_from_hidden(hidden)  # [n, k, V]
         before = torch.cat([state.logprobs[:, None, :], lp_all[:, :-1]], dim=1)
         token_lp = before.gather(-1, tokens[..., None]).squeeze(-1)
         state.tokens = torch.cat([state.tokens, tokens], dim=1)
@@ -254,7 +255,7 @@ class HFLanguageModel(LanguageModel):
                 from_prefix.append(skip)
             if targets:
                 h = hidden[torch.cat(rows).to(hidden.device), torch.cat(cols).to(hidden.device)]
-                lp = _gather_chunked(self._head, h, torch.tensor(targets, device=h.device))
+                lp = _gather_chunked(self.logprobs_from_hidden, h, torch.tensor(targets, device=h.device))
             else:
                 lp = torch.zeros(0)
             for j, part, skip in zip(group, torch.split(lp, sizes), from_prefix):
@@ -277,7 +278,7 @@ class HFLanguageModel(LanguageModel):
         seqs = [ctx[j] for j in todo]
         for group, hidden, starts in self._batches(seqs, prefix, "right", batch_size):
             last = torch.tensor([len(seqs[g]) - 1 for g in group])
-            lp = self._head(hidden[torch.arange(len(group)), last])
+            lp = self.logprobs_from_hidden(hidden[torch.arange(len(group)), last])
             for r, g in enumerate(group):
                 out[todo[g]] = lp[r].cpu()
         return out

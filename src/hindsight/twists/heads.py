@@ -117,7 +117,8 @@ class TiedTwist(TwistHead):
     leaves every other token at ``psi = 1``; once the seen tokens are pushed down, the proposal over-favours
     the unseen ones. Tying the outputs to the LM's embeddings lets what is learned about one token carry to
     similar tokens, with ``~2·d·rank`` parameters instead of ``d·V``. ``g`` is low rank (``rank``) plus a
-    constant direction; ``c`` is a per-state level. Needs :meth:`bind` (or ``attach(lm)``) before use: the
+    constant direction (``rank=0``: the direction alone, a token-level preference that cannot memorise
+    prefixes); ``c`` is a per-state level. Needs :meth:`bind` (or ``attach(lm)``) before use: the
     embeddings are not stored in the twist file.
     """
 
@@ -128,19 +129,20 @@ class TiedTwist(TwistHead):
         super().__init__(hidden_size, vocab_size, **kw)
         self.rank = rank
         n_in = hidden_size + self.cond_size
-        self.down = nn.Linear(n_in, rank, bias=False)
-        self.up = nn.Linear(rank, hidden_size)
+        self.down = nn.Linear(n_in, rank, bias=False) if rank else None
+        self.up = nn.Linear(rank, hidden_size, bias=False) if rank else None
+        self.direction = nn.Parameter(torch.zeros(hidden_size))  # the same for every state
         self.level = nn.Linear(n_in, 1)
-        for layer in (self.up, self.level):  # zero output: the untrained twist is psi = 1
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        # zero output: the untrained twist is psi = 1
+        for w in (self.level.weight, self.level.bias, *([self.up.weight] if rank else [])):
+            nn.init.zeros_(w)
         self.register_buffer("embeddings", torch.zeros(0, hidden_size), persistent=False)
 
     def bind(self, embeddings: torch.Tensor) -> TiedTwist:
         if tuple(embeddings.shape) != (self.vocab_size, self.hidden_size):
             raise HindsightError(f"Output embeddings of shape {tuple(embeddings.shape)} do not fit this twist "
                                  f"(vocabulary {self.vocab_size}, hidden {self.hidden_size}).")
-        self.embeddings = embeddings.detach().float().to(self.up.weight.device)
+        self.embeddings = embeddings.detach().float().to(self.direction.device)
         return self
 
     def _parts(self, hidden: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +150,10 @@ class TiedTwist(TwistHead):
             raise HindsightError("A tied twist head needs the model's output embeddings: load it with "
                                  "load_twist(path, lm=lm) or call head.attach(lm).")
         x = self._input(hidden, cond)
-        return self.level(x).squeeze(-1), self.up(self.down(x))
+        g = self.direction.expand(x.shape[0], -1)
+        if self.down is not None:
+            g = g + self.up(self.down(x))
+        return self.level(x).squeeze(-1), g
 
     def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         level, g = self._parts(hidden, cond)

@@ -43,6 +43,10 @@ class TrainConfig:
     # "twist": draw every batch from the current twisted proposal (on-policy); "model": from the model;
     # "pool": draw one large pool of model completions once and take every gradient step on all of it
     proposal: str = "twist"
+    # pool only: rows of the pool whose negative CTL term is summed over the whole vocabulary (0: off), and how
+    # many of them each gradient step uses
+    vocab_rows: int = 64
+    vocab_batch: int = 32
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -52,6 +56,8 @@ class TrainConfig:
             raise HindsightError("--steps and --inner must be at least 1 and --batch at least 2.")
         if not self.lr > 0:
             raise HindsightError(f"--lr must be positive (got {self.lr}).")
+        if self.vocab_rows < 0 or self.vocab_batch < 1:
+            raise HindsightError("--vocab-rows must be at least 0 and --vocab-batch at least 1.")
         if self.proposal not in PROPOSALS:
             raise HindsightError(f"The proposal must be one of {', '.join(PROPOSALS)} (got {self.proposal!r}).")
 
@@ -86,6 +92,41 @@ def as_batch(trace: dict[str, torch.Tensor]) -> Batch:
     return Batch(trace["hidden"], trace["tokens"], trace["logp"], trace["logq"], trace["alive"], trace["log_phi"])
 
 
+@dataclass
+class VocabReference:
+    """Model-sampled rows kept with the model's whole next-token distribution at every step.
+
+    Why: a pool drawn from the model only shows the twist the tokens the model happened to sample, so the
+    sampled-token estimate of ``log Z_t`` never penalises a twist that grows ``psi`` on tokens outside the pool
+    (a head that generalises across tokens does exactly that, and the twisted proposal then favours them). On
+    these rows ``Z_t`` is summed exactly over the vocabulary: ``E_{s_<t ~ p} sum_s p(s | s_<t) psi_t(s_<t, s)``.
+    """
+
+    hidden: torch.Tensor  # [R, T, d]
+    logp: torch.Tensor  # [R, T, V] float32, the model's next-token log-probs at each step
+    alive: torch.Tensor  # [R, T]
+    log_phi: torch.Tensor  # [R]
+
+
+def vocab_reference(b: Batch, rows: int, logprobs_from_hidden: Callable[[torch.Tensor], torch.Tensor]
+                    ) -> VocabReference:
+    """The first ``rows`` completions of a model-sampled batch, with ``log p(. | s_<t)`` at every step."""
+    r = min(rows, b.tokens.shape[0])
+    h = b.hidden[:r]
+    with torch.no_grad():
+        lp = torch.stack([logprobs_from_hidden(h[:, t]).float().cpu() for t in range(h.shape[1])], dim=1)
+    return VocabReference(h, lp, b.alive[:r], b.log_phi[:r])
+
+
+def _exact_rows(head: TwistHead, ref: VocabReference, rows: torch.Tensor) -> torch.Tensor:
+    """``[len(rows), T]`` per-row ``log sum_s p(s | s_<t) psi_t(s_<t, s)`` (``log phi`` once a row has ended)."""
+    alive = ref.alive[rows]
+    full = head(ref.hidden[rows][alive])  # [m, V] log psi of every next token, with gradients
+    vals = torch.logsumexp(ref.logp[rows][alive] + full, dim=-1).double()
+    per_row = torch.zeros(alive.shape, dtype=torch.float64).masked_scatter(alive, vals)
+    return torch.where(alive, per_row, ref.log_phi[rows].double()[:, None].expand_as(per_row))
+
+
 def _head_values(head: TwistHead, b: Batch) -> torch.Tensor:
     """``log psi_t(s_1..t)`` at running positions (with gradients), 0 elsewhere. ``[K, T]``."""
     out = torch.zeros(b.tokens.shape, dtype=torch.float32)
@@ -97,8 +138,14 @@ def _wsum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.where(w > 0, w * x, torch.zeros_like(x)).sum()
 
 
-def ctl_loss(head: TwistHead, b: Batch) -> torch.Tensor | None:
+def ctl_loss(head: TwistHead, b: Batch, ref: VocabReference | None = None,
+             ref_rows: torch.Tensor | None = None) -> torch.Tensor | None:
     """The CTL objective on one batch (None when no completion has phi > 0: nothing to learn from).
+
+    With ``ref`` (the first rows of this same model-sampled pool), the ``ref_rows`` among them (default: all)
+    enter each ``log Z_t`` estimate with the exact sum over the vocabulary instead of their one sampled token;
+    every other row keeps its sampled-token term. Both are unbiased for ``Z_t``, and keeping every row in the
+    normaliser is what stops the head from memorising the positives.
 
     Its value is ``mean_t [log Z_t-hat(psi) - E_sigma-hat log psi_t]`` (up to a constant that does not depend on
     the twist), an estimate of ``mean_t KL(sigma_t || pi_t)`` plus a constant, so lower is better; its gradient is
@@ -113,11 +160,17 @@ def ctl_loss(head: TwistHead, b: Batch) -> torch.Tensor | None:
     w_pos = torch.softmax(final, 0)[:, None].expand_as(lpsi)
     pos = _wsum(w_pos, lpsi * b.alive.double()) / steps
     logw_t = torch.where(b.alive, ratio + lpsi, final[:, None].expand_as(ratio))  # towards pi_t, with gradients
+    if ref is not None:
+        if ref.alive.shape[0] > k:
+            raise HindsightError("The vocabulary reference must be rows of the batch it is used with.")
+        rows = torch.arange(ref.alive.shape[0]) if ref_rows is None else ref_rows
+        logw_t = logw_t.index_copy(0, rows, _exact_rows(head, ref, rows))
     log_z_t = torch.logsumexp(logw_t, dim=0) - math.log(k)
     return (log_z_t.mean() - pos).float()
 
 
-def fudge_loss(head: TwistHead, b: Batch) -> torch.Tensor | None:
+def fudge_loss(head: TwistHead, b: Batch, ref: VocabReference | None = None,
+               ref_rows: torch.Tensor | None = None) -> torch.Tensor | None:
     """Binary cross-entropy of ``psi_t`` against ``phi(x)`` at every running prefix (model samples)."""
     y = torch.exp(b.log_phi)
     if bool((y > 1 + 1e-6).any()):
@@ -128,7 +181,7 @@ def fudge_loss(head: TwistHead, b: Batch) -> torch.Tensor | None:
     return -(target * a + (1 - target) * log_not).mean()
 
 
-LOSSES: dict[str, Callable[[TwistHead, Batch], torch.Tensor | None]] = {"ctl": ctl_loss, "fudge": fudge_loss}
+LOSSES: dict[str, Callable[..., torch.Tensor | None]] = {"ctl": ctl_loss, "fudge": fudge_loss}
 
 
 def train_twist(
@@ -141,11 +194,14 @@ def train_twist(
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
     on_round: Callable[[int, torch.optim.Optimizer, History], None] | None = None,
+    logprobs_from_hidden: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> History:
     """Train ``head`` in place on batches from ``draw`` until ``cfg.steps`` gradient steps are done (counting those in ``history``).
 
     ``on_step(step, loss)`` is called after each gradient step (progress bars); ``on_round`` after each batch
     (checkpointing). Resuming = passing the saved optimizer state and history back in.
+    ``logprobs_from_hidden`` (the LM's ``logprobs_from_hidden``): with a pool and ``cfg.vocab_rows > 0``, CTL's
+    negative terms are summed over the whole vocabulary on that many pool rows (see :class:`VocabReference`).
     """
     cfg.check()
     if cfg.method == "fudge" and (cfg.proposal == "twist" or not head.bounded):
@@ -160,6 +216,10 @@ def train_twist(
     rnd = step // cfg.inner
     barren = 0  # rounds in a row in which no completion had phi > 0
     pool = as_batch(draw(None, cfg.batch, seed * 100_003)) if cfg.proposal == "pool" else None
+    ref = None
+    if pool is not None and cfg.vocab_rows > 0 and logprobs_from_hidden is not None and cfg.method == "ctl":
+        ref = vocab_reference(pool, cfg.vocab_rows, logprobs_from_hidden)
+    pick = torch.Generator().manual_seed(seed)
     while step < cfg.steps:
         head.eval()
         batch = pool or as_batch(draw(head if cfg.proposal == "twist" else None, cfg.batch, seed * 100_003 + rnd))
@@ -168,7 +228,11 @@ def train_twist(
         for _ in range(cfg.inner):
             if step >= cfg.steps:
                 break
-            loss = loss_fn(head, batch)
+            rows = None
+            if ref is not None:
+                n_ref = ref.alive.shape[0]
+                rows = torch.randperm(n_ref, generator=pick)[: min(cfg.vocab_batch, n_ref)]
+            loss = loss_fn(head, batch, ref, rows)
             if loss is None:
                 barren += 1
                 if barren >= 20:
