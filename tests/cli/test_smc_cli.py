@@ -54,6 +54,25 @@ def test_twist_train_then_smc_and_bounds(toy_dir, tmp_path):
         assert r["lower"]["mean"] <= r["upper"]["mean"] + 1.0
 
 
+def test_tied_twist_trained_on_a_pool_from_the_command_line(toy_dir, tmp_path):
+    import torch
+
+    twist = tmp_path / "tied.pt"
+    common = ["-p", "regex:cc", "--prompt", "ab", "--raw", "-m", toy_dir, "--max-tokens", "4"]
+    _run(["twist", "train", *common, "--out", str(twist), "--head", "tied", "--rank", "0", "--proposal", "pool",
+          "--batch", "64", "--steps", "6", "--inner", "3", "--lr", "0.05", "--vocab-rows", "8", "--vocab-batch", "4"])
+    blob = torch.load(twist, weights_only=True)
+    assert blob["config"]["kind"] == "tied" and blob["config"]["rank"] == 0
+    assert "embeddings" not in blob["state_dict"]  # the model's embeddings are not copied into the file
+    assert float(blob["state_dict"]["direction"].abs().sum()) > 0  # it learned something
+    out = _run(["twist", "train", *common, "--out", str(twist), "--head", "tied", "--rank", "0", "--proposal",
+                "pool", "--batch", "64", "--steps", "9", "--inner", "3"])  # resumes (the pool is drawn again)
+    assert "(9 steps" in " ".join(out.split())
+    out = json.loads(_run(["smc", "ab", "--raw", "-m", toy_dir, "-p", "regex:cc", "-n", "4", "--max-tokens", "4",
+                           "--twist", str(twist), "--json"]))
+    assert len(out["samples"]) == 4
+
+
 def test_user_errors_are_one_line(toy_dir, tmp_path):
     from hindsight.errors import HindsightError
 
