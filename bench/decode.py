@@ -37,7 +37,7 @@ def engine_run(lm, prompt_ids, n, tokens, resample: bool, seed: int = 0):
 
 
 def hf_run(lm, prompt_ids, n, tokens):
-    x = torch.tensor([prompt_ids])
+    x = torch.tensor([prompt_ids], device=lm.device)
     with torch.no_grad():
         return lm.model.generate(
             x, attention_mask=torch.ones_like(x), do_sample=True, num_return_sequences=n, max_new_tokens=tokens,

@@ -80,11 +80,33 @@ def test_warp_top_k_and_top_p():
     assert torch.allclose(t, (lp * 2).softmax(-1), atol=1e-6)
 
 
-def test_gumbel_sampling_frequencies():
+def test_sampling_frequencies():
     lp = torch.log(torch.tensor([0.6, 0.3, 0.1])).expand(20000, 3)
     g = torch.Generator().manual_seed(0)
     freq = torch.bincount(sample_from_logprobs(lp, generator=g), minlength=3).double() / 20000
     assert torch.allclose(freq, torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64), atol=0.015)
+
+
+def test_sampling_never_returns_a_token_of_probability_zero():
+    # zero-probability tokens at the start, between and at the end of the support, over a large vocabulary
+    lp = torch.full((4000, 5000), float("-inf"))
+    lp[:, [7, 8, 2500, 4998]] = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    g = torch.Generator().manual_seed(1)
+    tok = sample_from_logprobs(lp, generator=g)
+    counts = torch.bincount(tok, minlength=5000).double() / 4000
+    assert set(tok.unique().tolist()) == {7, 8, 2500, 4998}
+    assert torch.allclose(counts[[7, 8, 2500, 4998]], torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64),
+                          atol=0.03)
+
+
+def test_sampling_draws_one_uniform_per_row():
+    # the seed decides each row from one draw: the same generator state gives the same tokens for any vocabulary
+    # size, and row i does not depend on the rows after it
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    lp = torch.log_softmax(torch.randn(6, 300), -1)
+    a = sample_from_logprobs(lp, generator=g1)
+    b = sample_from_logprobs(lp[:3], generator=g2)
+    assert torch.equal(a[:3], b)
 
 
 @pytest.mark.parametrize("kwargs", [dict(n=0), dict(max_tokens=0), dict(temperature=-1), dict(top_p=0),

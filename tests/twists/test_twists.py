@@ -55,7 +55,9 @@ def test_fudge_baseline_also_learns(toy_task):
     before = exact_kls(tgt, tgt.logp)
     head, hist = _train(lm, prompt, pot, "fudge", 80)
     after = _kl(lm, prompt, pot, tgt, head)
-    assert after[0] < before[0], (before, after)
+    # FUDGE fits P(phi | prefix) on model samples: KL(sigma||q) falls clearly (1.0 -> 0.27-0.54 over seeds 0-3);
+    # KL(q||sigma) moves either way within 0.1 of its start (0.25-0.45), so the pair is checked by its sum
+    assert after[1] < 0.6 * before[1] and sum(after) < 0.8 * sum(before), (before, after)
     assert sum(hist.loss[-10:]) < sum(hist.loss[:10])
 
 
@@ -204,3 +206,27 @@ def test_vocabulary_sum_penalises_psi_on_tokens_the_pool_never_drew(toy_task):
         sampled, exact = float(ctl_loss(head, batch)), float(ctl_loss(head, batch, ref))
     assert sampled == pytest.approx(base_sampled, abs=1e-6)  # the sampled-token estimate is blind to it
     assert exact > base_exact + 0.05  # the vocabulary sum sees the mass the twist moved there
+
+
+def test_holdout_keeps_the_head_with_the_lowest_held_out_loss(toy_task):
+    lm, prompt, pot, _ = toy_task
+    pool = trace_drawer(lm, prompt, pot, T)(None, 80, 0)
+    torch.manual_seed(0)
+    head = make_head("linear", lm.hidden_size, lm.vocab_size)
+    saved = []
+    # a large learning rate on a small pool: the head overfits, so the kept head is not the last one
+    cfg = TrainConfig(steps=100, batch=80, inner=10, lr=0.3, max_tokens=T, proposal="pool", vocab_rows=0,
+                      holdout=0.5)
+    hist = train_twist(head, cfg, lambda tw, n, seed: pool,
+                       on_round=lambda step, opt, h: saved.append({k: v.clone() for k, v in head.state_dict().items()}))
+    assert hist.val_steps == list(range(0, 101, 10))  # the untrained head, then after every round
+    best = min(range(len(hist.val_loss)), key=hist.val_loss.__getitem__)
+    assert hist.best_step == hist.val_steps[best]
+    # the held-out loss is the CTL loss on the second half of the pool, and the head returned (and saved last) is the best
+    held = as_batch({k: v[40:] for k, v in pool.items()})
+    with torch.no_grad():
+        assert float(ctl_loss(head, held)) == pytest.approx(hist.val_loss[best], rel=1e-5)
+    assert all(torch.equal(saved[-1][k], v) for k, v in head.state_dict().items())
+    assert hist.val_loss[-1] > hist.val_loss[best]  # it did overfit: keeping the last head would have been worse
+    with pytest.raises(HindsightError, match="holdout"):
+        TrainConfig(proposal="twist", holdout=0.2).check()

@@ -100,6 +100,9 @@ def train(
                                    help="With --proposal pool: pool rows whose CTL normaliser sums over the whole "
                                         "vocabulary (0: sampled tokens only)."),
     vocab_batch: int = typer.Option(32, "--vocab-batch", help="How many of those rows each gradient step uses."),
+    holdout: float = typer.Option(0.0, "--holdout",
+                                  help="With --proposal pool: share of the pool held out; the head with the lowest "
+                                       "held-out loss (measured after every round) is the one kept."),
     max_tokens: int = MAX_TOKENS_OPTION,
     min_tokens: int = MIN_TOKENS_OPTION,
     plot: Path = typer.Option(None, "--plot", help="Training-curve PNG (default: next to --out)."),
@@ -117,7 +120,7 @@ def train(
 
     cfg = TrainConfig(method=method, steps=steps, batch=batch, inner=inner, lr=lr, max_tokens=max_tokens,
                       min_tokens=min_tokens, proposal="model" if method == "fudge" and proposal == "twist" else proposal,
-                      vocab_rows=vocab_rows, vocab_batch=vocab_batch)
+                      vocab_rows=vocab_rows, vocab_batch=vocab_batch, holdout=holdout)
     cfg.check()
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     meta = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": potential, "config": cfg.__dict__,
@@ -151,7 +154,9 @@ def train(
         history = train_twist(head, cfg, draw, optimizer_state=opt_state, history=history, seed=seed, on_step=on_step,
                               on_round=save, logprobs_from_hidden=lm.logprobs_from_hidden)
     plot_history(history, str(plot_path), title=f"{method} twist, {pot.name}")
-    out.print(f"wrote {out_path} ({len(history.loss)} steps, last loss {history.loss[-1]:.4f}) and {plot_path}")
+    kept = (f"; kept the head of step {history.best_step} (held-out loss {min(history.val_loss):.4f})"
+            if history.val_loss else "")
+    out.print(f"wrote {out_path} ({len(history.loss)} steps, last loss {history.loss[-1]:.4f}{kept}) and {plot_path}")
 
 
 def _int_list(text: str, what: str) -> list[int]:

@@ -8,6 +8,7 @@ keys/values into a new cache, so resampling and branching never recompute a pref
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -80,15 +81,26 @@ class HFLanguageModel(LanguageModel):
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
                 use_cache=cache is not None,
                 output_hidden_states=True,
                 logits_to_keep=0 if all_logits else 1,
+                **{self._cache_kwarg: cache},
             )
         self.counters.forward_passes += 1
         self.counters.tokens += int(input_ids.numel())
         self.counters.seconds += time.perf_counter() - t0
-        return out.logits, out.hidden_states[-1], out.past_key_values
+        new_cache = getattr(out, "cache", None)
+        return out.logits, out.hidden_states[-1], new_cache if new_cache is not None else out.past_key_values
+
+    @property
+    def _cache_kwarg(self) -> str:
+        """``cache`` on transformers releases that renamed ``past_key_values`` (deprecated there), else the old name."""
+        name = self.__dict__.get("_cache_kwarg_name")
+        if name is None:
+            params = inspect.signature(self.model.forward).parameters
+            name = "cache" if "cache" in params else "past_key_values"
+            self.__dict__["_cache_kwarg_name"] = name
+        return name
 
     def output_embeddings(self) -> torch.Tensor:
         return self.model.get_output_embeddings().weight.detach().float()

@@ -44,8 +44,16 @@ def sample_next(
 
 
 def sample_from_logprobs(logprobs: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Exact categorical sampling by the Gumbel-max trick: argmax(logp + Gumbel noise), noise drawn on CPU."""
-    u = torch.rand(logprobs.shape, generator=generator, dtype=torch.float32)
-    exp_noise = (-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20)  # Exp(1) draws
-    gumbel = -torch.log(exp_noise)
-    return (logprobs.float() + gumbel.to(logprobs.device)).argmax(dim=-1)
+    """Exact categorical sampling by inverting each row's CDF at one uniform draw.
+
+    Why this way: only ``n`` uniforms come from the (CPU) generator, so a seed gives the same tokens on every
+    device while the ``[n, V]`` work stays where the log-probs are (drawing ``[n, V]`` noise on the CPU and
+    copying it to a GPU cost more than the model's own step there). The CDF is accumulated in float64 and
+    searched with ``right=True``, so a token of probability zero is never returned.
+    """
+    lp = logprobs.float()
+    probs = torch.exp(lp - lp.max(dim=-1, keepdim=True).values).double()
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(lp.shape[0], generator=generator, dtype=torch.float64).to(lp.device)
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
+    return idx.clamp_max(lp.shape[-1] - 1)

@@ -47,6 +47,9 @@ class TrainConfig:
     # many of them each gradient step uses
     vocab_rows: int = 64
     vocab_batch: int = 32
+    # pool only: share of the pool held out; the CTL loss on it is measured after each round and the head of the
+    # round where it was lowest is kept (the in-pool loss keeps falling long after the twist starts to memorise)
+    holdout: float = 0.0
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -58,6 +61,10 @@ class TrainConfig:
             raise HindsightError(f"--lr must be positive (got {self.lr}).")
         if self.vocab_rows < 0 or self.vocab_batch < 1:
             raise HindsightError("--vocab-rows must be at least 0 and --vocab-batch at least 1.")
+        if not 0 <= self.holdout < 1:
+            raise HindsightError(f"--holdout must be in [0, 1) (got {self.holdout}).")
+        if self.holdout and self.proposal != "pool":
+            raise HindsightError("--holdout needs --proposal pool (the held-out rows are part of the pool).")
         if self.proposal not in PROPOSALS:
             raise HindsightError(f"The proposal must be one of {', '.join(PROPOSALS)} (got {self.proposal!r}).")
 
@@ -78,6 +85,9 @@ class Batch:
 class History:
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)  # with a held-out part of the pool: after each round
+    val_loss: list[float] = field(default_factory=list)
+    best_step: int = 0  # the step whose head was kept (0: the untrained head)
 
     def as_dict(self) -> dict[str, list]:
         return asdict(self)
@@ -90,6 +100,13 @@ Draw = Callable[[TwistHead | None, int, int], dict[str, torch.Tensor]]
 
 def as_batch(trace: dict[str, torch.Tensor]) -> Batch:
     return Batch(trace["hidden"], trace["tokens"], trace["logp"], trace["logq"], trace["alive"], trace["log_phi"])
+
+
+def split_batch(b: Batch, held: int) -> tuple[Batch, Batch]:
+    """The first ``len - held`` rows and the last ``held`` rows."""
+    k = b.tokens.shape[0] - held
+    parts = [(x[:k], x[k:]) for x in (b.hidden, b.tokens, b.logp, b.logq, b.alive, b.log_phi)]
+    return Batch(*(p[0] for p in parts)), Batch(*(p[1] for p in parts))
 
 
 @dataclass
@@ -216,10 +233,35 @@ def train_twist(
     rnd = step // cfg.inner
     barren = 0  # rounds in a row in which no completion had phi > 0
     pool = as_batch(draw(None, cfg.batch, seed * 100_003)) if cfg.proposal == "pool" else None
+    held = None
+    if pool is not None and cfg.holdout > 0:
+        n_held = int(round(cfg.holdout * cfg.batch))
+        if n_held < 1 or n_held >= cfg.batch:
+            raise HindsightError(f"--holdout {cfg.holdout} leaves no rows on one side of a pool of {cfg.batch}.")
+        pool, held = split_batch(pool, n_held)
+    best: tuple[float, dict] | None = None
+
+    def validate() -> None:
+        nonlocal best
+        if held is None:
+            return
+        with torch.no_grad():
+            v = loss_fn(head, held)
+        if v is None or not math.isfinite(float(v)):
+            return
+        if not history.val_steps or history.val_steps[-1] != step:  # a resumed run re-measures its last head
+            history.val_steps.append(step)
+            history.val_loss.append(float(v))
+        if best is None or float(v) < best[0]:
+            best = (float(v), {k: t.detach().clone() for k, t in head.state_dict().items()})
+            history.best_step = step
+
     ref = None
     if pool is not None and cfg.vocab_rows > 0 and logprobs_from_hidden is not None and cfg.method == "ctl":
         ref = vocab_reference(pool, cfg.vocab_rows, logprobs_from_hidden)
     pick = torch.Generator().manual_seed(seed)
+    head.eval()
+    validate()  # the starting head (untrained: the bootstrap proposal) is a candidate too
     while step < cfg.steps:
         head.eval()
         batch = pool or as_batch(draw(head if cfg.proposal == "twist" else None, cfg.batch, seed * 100_003 + rnd))
@@ -248,9 +290,15 @@ def train_twist(
             history.loss.append(float(loss.detach()))
             if on_step:
                 on_step(step, history.loss[-1])
+        head.eval()
+        validate()
         if on_round:
             on_round(step, opt, history)
     head.eval()
+    if best is not None:
+        head.load_state_dict(best[1])
+        if on_round:
+            on_round(step, opt, history)  # what is saved is the kept head
     return history
 
 
@@ -267,6 +315,9 @@ def plot_history(history: History, path: str, title: str = "twist training") -> 
     if len(history.loss) >= k:
         smooth = torch.tensor(history.loss).unfold(0, k, 1).mean(1).tolist()
         ax.plot(history.steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+    if history.val_loss:
+        ax.plot(history.val_steps, history.val_loss, "o-", ms=3, lw=1.2, label="held-out loss")
+        ax.axvline(history.best_step, color="grey", ls=":", lw=1, label=f"kept (step {history.best_step})")
     ax.set_xlabel("gradient step")
     ax.set_ylabel("loss")
     ax.set_title(title)
