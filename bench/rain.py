@@ -1,11 +1,11 @@
 """RAIN vs KV-cached vanilla sampling: wall time per output token, forward passes per output token.
 
     PYTHONPATH=src python bench/rain.py [--prompts 3] [--max-tokens 48] [--max-iters 50] [--evaluator self]
-        [--value-rule vote|soft]
+        [--value-rule vote|soft] [--vanilla-repeats 3]
 
 Both run in this process on the same model and prompts (HH harmless first turns, or built-in prompts when the
 data is absent). Vanilla is ``lm.generate`` (prefill once, one cached forward per token, top-k 15 like RAIN's
-candidates). Prints one row per prompt and the overall ratio (target at the HH defaults: <= 4x), plus where
+candidates; timed ``--vanilla-repeats`` times, median). Prints one row per prompt and the overall ratio (target at the HH defaults: <= 4x), plus where
 RAIN's time went (evaluator calls, MiniLM embeddings) and how many commits the early stop ended.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--evaluator", default="self")
     ap.add_argument("--value-rule", default="vote", choices=["vote", "soft"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vanilla-repeats", type=int, default=3, help="time vanilla this often, take the median")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -75,10 +77,13 @@ def main() -> None:
                      "rain_fwd_s": 0.0, "iters": 0, "commits": 0, "early": 0}
     for p in prompts:
         before = lm.counters.snapshot()
-        t0 = time.perf_counter()
-        s = lm.generate(p, max_tokens=args.max_tokens, top_k=15, seed=args.seed)[0]
-        van_s = time.perf_counter() - t0
-        van_fp = lm.counters.since(before).forward_passes
+        times = []
+        for _ in range(args.vanilla_repeats):  # the same seeded sample each time; the median damps load spikes
+            t0 = time.perf_counter()
+            s = lm.generate(p, max_tokens=args.max_tokens, top_k=15, seed=args.seed)[0]
+            times.append(time.perf_counter() - t0)
+        van_s = statistics.median(times)
+        van_fp = lm.counters.since(before).forward_passes // args.vanilla_repeats
         before = lm.counters.snapshot()
         res = search.run(p)
         fwd_s = lm.counters.since(before).seconds
