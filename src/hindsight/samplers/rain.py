@@ -249,8 +249,8 @@ class Rain:
         k = min(self.set_size(node.depth), cfg.max_tokens - len(path))
         m = min(cfg.candidates, cfg.max_children - len(node.children))
         seen = {tuple(ch.tokens) for ch in node.children}
-        if rollout and path and self._ends_clause(path[-1]):
-            rollout = False  # the text already ends a clause: judge it as it is
+        if cfg.rollout_max < 1 or (path and self._ends_clause(path[-1])):
+            rollout = False  # no rollouts, or the text already ends a clause: judge it as it is
         sets: list[tuple[list[int], float]] = []
         if k == 1 and m > 0:  # single tokens: the most likely ones not yet children (no decoding needed)
             logp = state.logprobs[0].float().cpu()
@@ -282,7 +282,6 @@ class Rain:
         finished rows and the last token of a row are never fed.
         """
         cfg, lm = self.cfg, self.lm
-        rollout = rollout and cfg.rollout_max > 0
         r_max = cfg.rollout_max if rollout else 0
         n = m + int(rollout)  # rows: candidates first, then the rollout
         seqs: list[list[int]] = [[] for _ in range(n)]
