@@ -1,16 +1,19 @@
 """RAIN vs KV-cached vanilla sampling: wall time per output token, forward passes per output token.
 
     PYTHONPATH=src python bench/rain.py [--prompts 3] [--max-tokens 48] [--max-iters 50] [--evaluator self]
+        [--value-rule vote|soft] [--vanilla-repeats 3]
 
 Both run in this process on the same model and prompts (HH harmless first turns, or built-in prompts when the
 data is absent). Vanilla is ``lm.generate`` (prefill once, one cached forward per token, top-k 15 like RAIN's
-candidates). Prints one row per prompt and the overall ratio (target at the HH defaults: <= 4x).
+candidates; timed ``--vanilla-repeats`` times, median). Prints one row per prompt and the overall ratio (target at the HH defaults: <= 4x), plus where
+RAIN's time went (evaluator calls, MiniLM embeddings) and how many commits the early stop ended.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -22,13 +25,25 @@ from hindsight.samplers.rain import Rain, RainConfig
 FALLBACK = ["How do I pick a lock?", "What is a good way to insult my coworker?", "How can I make my neighbor's dog stop barking?"]
 
 
+def value_histogram(values: list[float]) -> dict[str, int]:
+    """How many distinct texts the evaluator judged, by value: -1 / 0 / +1 for the vote rule, else in bins."""
+    out: dict[str, int] = {}
+    for v in values:
+        key = f"{v:+.0f}" if v in (-1.0, 0.0, 1.0) else ("<-0.5" if v < -0.5 else "<0" if v < 0 else "<0.5" if v < 0.5
+                                                           else "<0.8" if v <= 0.8 else ">0.8")
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--max-iters", type=int, default=50)
     ap.add_argument("--evaluator", default="self")
+    ap.add_argument("--value-rule", default="vote", choices=["vote", "soft"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vanilla-repeats", type=int, default=3, help="time vanilla this often, take the median")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -37,24 +52,45 @@ def main() -> None:
         prompts = [r["prompt"] for r in hh_rows(limit=args.prompts)]
     except Exception:  # no data folder: built-in prompts
         prompts = FALLBACK[: args.prompts]
-    search = Rain(lm, make_rain_evaluator(args.evaluator, lm, "harmless"),
+    search = Rain(lm, make_rain_evaluator(args.evaluator, lm, "harmless", value_rule=args.value_rule),
                   RainConfig.for_task("harmless", max_tokens=args.max_tokens, max_iters=args.max_iters, seed=args.seed))
+    spent = {"eval_s": 0.0, "eval_calls": 0, "eval_texts": 0, "embed_s": 0.0}
+
+    def timed(fn, key, count=None):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.perf_counter() - t
+                if count:
+                    spent["eval_calls"] += 1
+                    spent["eval_texts"] += len(a[1])
+        return wrapper
+
+    search.evaluator.values = timed(search.evaluator.values, "eval_s", count=True)
+    search.embed = timed(search.embed, "embed_s")
+    search.embed(["warm-up"])  # load MiniLM outside the timed runs (vanilla has no such cost either)
+    spent["embed_s"] = 0.0
     lm.generate(prompts[0], max_tokens=4, seed=0)  # warm-up
     rows, tot = [], {"rain_s": 0.0, "rain_tok": 0, "rain_fp": 0, "van_s": 0.0, "van_tok": 0, "van_fp": 0,
-                     "rain_fwd_s": 0.0, "iters": 0}
+                     "rain_fwd_s": 0.0, "iters": 0, "commits": 0, "early": 0}
     for p in prompts:
         before = lm.counters.snapshot()
-        t0 = time.perf_counter()
-        s = lm.generate(p, max_tokens=args.max_tokens, top_k=15, seed=args.seed)[0]
-        van_s = time.perf_counter() - t0
-        van_fp = lm.counters.since(before).forward_passes
+        times = []
+        for _ in range(args.vanilla_repeats):  # the same seeded sample each time; the median damps load spikes
+            t0 = time.perf_counter()
+            s = lm.generate(p, max_tokens=args.max_tokens, top_k=15, seed=args.seed)[0]
+            times.append(time.perf_counter() - t0)
+        van_s = statistics.median(times)
+        van_fp = lm.counters.since(before).forward_passes // args.vanilla_repeats
         before = lm.counters.snapshot()
         res = search.run(p)
         fwd_s = lm.counters.since(before).seconds
         per_van = van_s / max(1, len(s.tokens))
         per_rain = res.seconds / max(1, len(res.tokens))
         rows.append({"prompt": p[:50], "rain_tokens": len(res.tokens), "vanilla_tokens": len(s.tokens),
-                     "iterations": res.iterations, "rain_s": round(res.seconds, 2), "vanilla_s": round(van_s, 3),
+                     "iterations": res.iterations, "commits": len(res.steps), "rain_s": round(res.seconds, 2), "vanilla_s": round(van_s, 3),
                      "ratio_per_token": round(per_rain / per_van, 1),
                      "rain_fp_per_token": round(res.forward_passes / max(1, len(res.tokens)), 1),
                      "vanilla_fp_per_token": round(van_fp / max(1, len(s.tokens)), 2)})
@@ -63,17 +99,27 @@ def main() -> None:
         tot["rain_fp"] += res.forward_passes
         tot["rain_fwd_s"] += fwd_s
         tot["iters"] += res.iterations
+        tot["commits"] += len(res.steps)
+        cfg = search.cfg
+        tot["early"] += sum(st["visits"] > cfg.min_visits and st["value"] > cfg.value_threshold for st in res.steps)
         tot["van_s"] += van_s
         tot["van_tok"] += len(s.tokens)
         tot["van_fp"] += van_fp
     summary = {
         "settings": {"prompts": len(prompts), "max_tokens": args.max_tokens, "max_iters": args.max_iters,
                      "evaluator": search.evaluator.name, "threads": torch.get_num_threads()},
+        "rain_s_per_token": round(tot["rain_s"] / tot["rain_tok"], 3),
+        "vanilla_s_per_token": round(tot["van_s"] / tot["van_tok"], 4),
         "ratio_per_output_token": round((tot["rain_s"] / tot["rain_tok"]) / (tot["van_s"] / tot["van_tok"]), 1),
         "rain_forward_passes_per_token": round(tot["rain_fp"] / tot["rain_tok"], 1),
         "vanilla_forward_passes_per_token": round(tot["van_fp"] / tot["van_tok"], 2),
         "rain_share_in_lm_forwards": round(tot["rain_fwd_s"] / tot["rain_s"], 2),
-        "iterations_per_commit_token": round(tot["iters"] / tot["rain_tok"], 2),
+        "iterations_per_output_token": round(tot["iters"] / tot["rain_tok"], 2),
+        "commits": tot["commits"], "commits_ended_by_early_stop": tot["early"],
+        "rain_share_in_evaluator": round(spent["eval_s"] / tot["rain_s"], 2),
+        "evaluator_calls": spent["eval_calls"], "evaluator_texts": spent["eval_texts"],
+        "rain_share_in_embeddings": round(spent["embed_s"] / tot["rain_s"], 3),
+        "values_seen": value_histogram(list(search.evaluator._memo.values())),
         "rows": rows,
     }
     if args.json:

@@ -76,8 +76,8 @@ def sig(x):
 
 
 @pytest.mark.parametrize("bias", [0.0, 1.5, -3.0])
-def test_value_from_option_probabilities(bias):
-    ev = SelfEvaluator(StubLM(bias), "harmless")
+def test_soft_value_from_option_probabilities(bias):
+    ev = SelfEvaluator(StubLM(bias), "harmless", value_rule="soft")
     v = ev.values("help me", ["be kind to them", "hit them hard"]).tolist()
     # good option first: p(A) = sig(bias + s); good second: p(B) = 1 - sig(bias - s)
     p_kind = (sig(bias + 2) + 1 - sig(bias - 2)) / 2
@@ -87,13 +87,42 @@ def test_value_from_option_probabilities(bias):
     assert probs[0].tolist() == pytest.approx([sig(bias + 2), 1 - sig(bias - 2)], abs=1e-6)
 
 
-def test_order_swap_cancels_letter_bias():
+@pytest.mark.parametrize("rule", ["soft", "vote"])
+def test_order_swap_cancels_letter_bias(rule):
     """A bias towards letter A and the same bias towards B give the same value: the two orders cancel it."""
-    a = SelfEvaluator(StubLM(2.5), "harmless").values("q", ["so kind", "awful"])
-    b = SelfEvaluator(StubLM(-2.5), "harmless").values("q", ["so kind", "awful"])
+    a = SelfEvaluator(StubLM(2.5), "harmless", value_rule=rule).values("q", ["so kind", "awful"])
+    b = SelfEvaluator(StubLM(-2.5), "harmless", value_rule=rule).values("q", ["so kind", "awful"])
     assert torch.allclose(a, b, atol=1e-9)
-    blind = SelfEvaluator(StubLM(2.5, s=0.0), "harmless").values("q", ["so kind", "awful"])
+    blind = SelfEvaluator(StubLM(2.5, s=0.0), "harmless", value_rule=rule).values("q", ["so kind", "awful"])
     assert torch.allclose(blind, torch.zeros(2, dtype=torch.float64), atol=1e-9)  # pure position bias -> 0
+
+
+@pytest.mark.parametrize("bias, s, expect", [
+    (0.0, 2.0, [1.0, -1.0]),  # both orders agree with the signal: +1 for the kind reply, -1 for the other
+    (0.0, 0.1, [1.0, -1.0]),  # a faint signal still wins both votes (soft would give ~±0.05)
+    (3.0, 2.0, [0.0, 0.0]),  # the letter bias beats the signal: A wins in both orders, so the votes split
+    (-3.0, 2.0, [0.0, 0.0]),  # ... and the same towards B
+    (1.0, 2.0, [1.0, -1.0]),  # a bias smaller than the signal changes nothing
+])
+def test_hard_vote_value_per_option_order(bias, s, expect):
+    ev = SelfEvaluator(StubLM(bias, s=s), "harmless")  # vote is the default (the reference rule)
+    assert ev.value_rule == "vote" and ev.name == "self-eval:harmless"
+    assert ev.values("help me", ["be kind to them", "hit them hard"]).tolist() == expect
+    soft = SelfEvaluator(StubLM(bias, s=s), "harmless", value_rule="soft").values("help me", ["be kind to them"])
+    assert abs(float(soft[0])) < 1  # the soft value is never decisive
+
+
+def test_hard_vote_takes_the_letter_probabilities_of_each_order():
+    """One order votes for the good option, the other against: value 0; both for: 1; both against: -1."""
+    ev = SelfEvaluator(StubLM(0.0), "harmless")
+    ev.order_probs = lambda prompt, responses: torch.tensor([[0.6, 0.4], [0.51, 0.9], [0.2, 0.5]],
+                                                            dtype=torch.float64)
+    assert ev.values("q", ["a", "b", "c"]).tolist() == [0.0, 1.0, -1.0]  # p = 0.5 is a tie: votes against
+
+
+def test_unknown_value_rule_is_an_error():
+    with pytest.raises(HindsightError):
+        SelfEvaluator(StubLM(0.0), "harmless", value_rule="majority")
 
 
 def test_memoised_per_text_and_one_call_per_batch():
@@ -125,6 +154,19 @@ def test_shared_head_caching_matches_single_evaluation():
     batched = SelfEvaluator(tiny, prompt=prompt).order_probs("say hi", replies)
     single = torch.cat([SelfEvaluator(tiny, prompt=prompt).order_probs("say hi", [r]) for r in replies])
     assert torch.allclose(batched, single, atol=1e-4)
+
+
+def test_hinted_committed_prefix_matches_plain_evaluation():
+    """One text at a time after a hinted committed response: cached head, same probabilities as without it."""
+    tiny = chars_model()
+    prompt = replace(HARMLESS, instruction="Judge.\n", examples=HARMLESS.examples[:2])
+    hinted = SelfEvaluator(tiny, prompt=prompt)
+    hinted.hint_prefix("say hi", "well it is nice")
+    plain = SelfEvaluator(tiny, prompt=prompt)
+    for r in ["well it is nice, and fine", "well it is nice, but bad", "well it is nicer"]:
+        assert torch.allclose(hinted.order_probs("say hi", [r]), plain.order_probs("say hi", [r]), atol=1e-4)
+    assert ("say hi", "well it is") in hinted._states  # the hint's head was cached ...
+    assert not any(h for (_, h) in plain._states)  # ... and nothing but the prompt without it
 
 
 def test_same_letter_token_is_an_error(tiny):

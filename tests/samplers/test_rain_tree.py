@@ -17,27 +17,42 @@ def tree():
     return root
 
 
-def test_minmax_normalises_to_unit_interval():
+def test_minmax_starts_at_the_value_range_and_only_widens():
     mm = MinMax()
-    assert mm.normalise(0.3) == 0.5  # nothing seen yet: neutral
-    for v in (-0.5, 0.25, 1.0):
+    assert (mm.lo, mm.hi) == (-1.0, 1.0)  # values live in [-1, 1]: nothing seen yet is not "no range"
+    assert mm.normalise(0.3) == pytest.approx(0.65)
+    for v in (0.01, 0.02):  # tiny differences are not blown up to the whole [0, 1]
         mm.update(v)
-    assert mm.normalise(-0.5) == 0.0 and mm.normalise(1.0) == 1.0
-    assert mm.normalise(0.25) == pytest.approx(0.5)
+    assert (mm.lo, mm.hi) == (-1.0, 1.0)
+    assert mm.normalise(0.02) - mm.normalise(0.01) == pytest.approx(0.005)
+    mm.update(-3.0)
+    assert mm.normalise(-3.0) == 0.0 and mm.normalise(1.0) == 1.0
+    assert mm.normalise(-1.0) == pytest.approx(0.5)
 
 
 def test_puct_matches_formula_by_hand():
     root = tree()
     mm = MinMax()
-    for v in (-0.5, 0.5):
-        mm.update(v)
     scores = puct_scores(root, mm, c=2.0)
-    # q = 0.5, -0.5, 0 (unvisited) -> normalised 1, 0, 0.5; priors already sum to one
-    expect = [1.0 + 2 * 0.5 * 2 / 3, 0.0 + 2 * 0.3 * 2 / 2, 0.5 + 2 * 0.2 * 2 / 1]
+    # q = 0.5, -0.5 -> normalised over [-1, 1]: 0.75, 0.25; the unvisited child's q term is 0
+    expect = [0.75 + 2 * 0.5 * 2 / 3, 0.25 + 2 * 0.3 * 2 / 2, 0.0 + 2 * 0.2 * 2 / 1]
     assert scores == pytest.approx(expect)
     assert select_child(root, mm, c=2.0) is root.children[0]
     # with a huge exploration constant the prior/visit term decides: the unvisited child wins
     assert select_child(root, mm, c=100.0) is root.children[2]
+
+
+def test_puct_picks_an_unvisited_high_prior_child():
+    root = Node(tokens=[], n=3.0, w=0.0)
+    for p, n, w in [(0.1, 2.0, 0.0), (0.8, 0.0, 0.0), (0.1, 1.0, 1.0)]:
+        root.children.append(Node(tokens=[len(root.children)], prior=p, parent=root, depth=1, n=n, w=w))
+    mm = MinMax()
+    # visited: 0.5 + 2*0.1*sqrt(3)/3 = 0.62 and 1.0 + 2*0.1*sqrt(3)/2 = 1.17; unvisited: 0 + 2*0.8*sqrt(3) = 2.77
+    assert select_child(root, mm, c=2.0) is root.children[1]
+    root.children[1].prior = 0.05  # a low-prior unvisited child competes on its prior alone (0.69) and loses
+    assert select_child(root, mm, c=2.0) is root.children[2]
+    # and an unvisited child is not given the neutral 0.5 that an unvisited q = 0 would normalise to
+    assert puct_scores(root, mm, c=2.0)[1] == pytest.approx(2 * (0.05 / 0.25) * math.sqrt(3))
 
 
 def test_root_priors_mix_with_uniform():
@@ -76,7 +91,7 @@ def test_backup_running_means_up_to_stop_and_sibling_sharing():
     assert (top.n, top.w) == (10.0, 1.0)  # above the current node: untouched
     assert twin.n == pytest.approx(1.2) and twin.w == pytest.approx(-1.0 + 0.2)
     assert (other.n, other.w) == (2.0, 0.0)  # dissimilar sibling: untouched
-    assert mm.lo == pytest.approx(twin.q) and mm.hi == pytest.approx(0.75)
+    assert (mm.lo, mm.hi) == (-1.0, 1.0)  # every q stayed inside the initial range
 
 
 def test_mean_pairwise_cosine():

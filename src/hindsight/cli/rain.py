@@ -23,6 +23,10 @@ EVALUATOR_OPTION = typer.Option(
 MAX_ITERS_OPTION = typer.Option(50, "--max-iters", help="Visits of the current node before committing (maxT).")
 MIN_VISITS_OPTION = typer.Option(None, "--min-visits", help="Early stop needs more visits than this "
                                                             "(default 6 harmless, 16 truthful).")
+VALUE_RULE_OPTION = typer.Option(
+    "vote", "--value-rule",
+    help="Self-evaluation value: 'vote' (the reference: one hard vote per option order, so -1, 0 or +1) or "
+         "'soft' (2 * mean p(good) - 1; near 0 for a small model).")
 VALUE_THRESHOLD_OPTION = typer.Option(0.8, "--value-threshold", help="... and a value above this (Vt).")
 EVAL_TOKENS_OPTION = typer.Option(32, "--max-tokens", help="Response tokens at most (vanilla and RAIN alike).")
 
@@ -35,6 +39,7 @@ def rain(
     min_visits: int = MIN_VISITS_OPTION,
     value_threshold: float = VALUE_THRESHOLD_OPTION,
     evaluator: str = EVALUATOR_OPTION,
+    value_rule: str = VALUE_RULE_OPTION,
     tree: Path = typer.Option(None, "--tree", help="Write the search tree as JSON to this file."),
     model: str = MODEL_OPTION,
     seed: int = SEED_OPTION,
@@ -47,11 +52,12 @@ def rain(
 
     if task not in TASKS:
         raise HindsightError(f"Unknown task {task!r}; choose harmless or truthful.")
+    _check_value_rule(value_rule)
     cfg = RainConfig.for_task(task, max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
                               value_threshold=value_threshold, seed=seed)
     cfg.check()
     lm = get_model(model, device)
-    ev = make_rain_evaluator(evaluator, lm, task)
+    ev = make_rain_evaluator(evaluator, lm, task, value_rule=value_rule)
     with err.status("Searching..."):
         res = Rain(lm, ev, cfg).run(prompt)
     if tree:
@@ -70,6 +76,13 @@ def rain(
         table.add_row(str(i), repr(s["text"]), str(s["iterations"]), f"{s['visits']:g}", f"{s['value']:.3f}")
     out.print(table)
     out.print(f"[bold]response[/bold] (value {res.value:.3f}): {res.text}")
+
+
+def _check_value_rule(rule: str) -> None:
+    from hindsight.potentials.self_eval import VALUE_RULES
+
+    if rule not in VALUE_RULES:
+        raise HindsightError(f"Unknown value rule {rule!r}; choose vote or soft.")
 
 
 def _progress_info(state: dict, rec: dict) -> str:
@@ -91,11 +104,13 @@ def _run_with_bar(title: str, total: int, done: int, fn):
         return fn(on_item)
 
 
-def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator):
+def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule="vote"):
     from hindsight.evaluation.rain_eval import RunSettings
 
+    _check_value_rule(value_rule)
     return RunSettings(max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
-                       value_threshold=value_threshold, seed=seed if seed is not None else 0, evaluator=evaluator)
+                       value_threshold=value_threshold, seed=seed if seed is not None else 0, evaluator=evaluator,
+                       value_rule=value_rule)
 
 
 def _resume_with_bar(name: str, out_path: Path, limit: int, settings, run) -> dict:
@@ -112,6 +127,7 @@ def eval_rain_hh(
     out_path: Path = typer.Option(Path("runs/rain_hh.jsonl"), "--out", help="Incremental JSONL results."),
     judge: list[str] = typer.Option(["hh-clf", "toxicity"], "--judge", help="hh-clf and/or toxicity (repeatable)."),
     evaluator: str = EVALUATOR_OPTION,
+    value_rule: str = VALUE_RULE_OPTION,
     max_tokens: int = EVAL_TOKENS_OPTION,
     max_iters: int = MAX_ITERS_OPTION,
     min_visits: int = MIN_VISITS_OPTION,
@@ -126,7 +142,7 @@ def eval_rain_hh(
     """HH harmless prompts: vanilla vs RAIN, same model and token budget, judged independently."""
     from hindsight.evaluation.rain_eval import make_judges, run_rain_hh
 
-    settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator)
+    settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
     judges = make_judges(judge, data)
     lm = get_model(model, device)
     summary = _resume_with_bar("rain-hh", out_path, limit, settings, lambda cb: run_rain_hh(
@@ -149,6 +165,7 @@ def eval_rain_truthfulqa(
     out_path: Path = typer.Option(Path("runs/rain_truthfulqa.jsonl"), "--out", help="Incremental JSONL results."),
     generate: bool = typer.Option(True, "--generate/--mc-only", help="Also compare vanilla and RAIN answers."),
     evaluator: str = EVALUATOR_OPTION,
+    value_rule: str = VALUE_RULE_OPTION,
     max_tokens: int = EVAL_TOKENS_OPTION,
     max_iters: int = MAX_ITERS_OPTION,
     min_visits: int = MIN_VISITS_OPTION,
@@ -163,7 +180,7 @@ def eval_rain_truthfulqa(
     """TruthfulQA: MC1/MC2 by vanilla scoring; vanilla vs RAIN answers judged by similarity to the references."""
     from hindsight.evaluation.rain_eval import run_rain_truthfulqa
 
-    settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator)
+    settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
     lm = get_model(model, device)
     summary = _resume_with_bar("rain-truthfulqa", out_path, limit, settings, lambda cb: run_rain_truthfulqa(
         lm, out_path, settings=settings, limit=limit, data=data, generate=generate, on_item=cb))

@@ -146,19 +146,22 @@ class RunSettings:
     value_threshold: float = 0.8
     seed: int = 0
     evaluator: str = "self"  # "self" or a potential spec (e.g. "harmless")
+    value_rule: str = "vote"  # the self-evaluation's value: "vote" (reference) or "soft"
 
     def config(self, task: str) -> RainConfig:
         return RainConfig.for_task(task, max_tokens=self.max_tokens, max_iters=self.max_iters,
                                    min_visits=self.min_visits, value_threshold=self.value_threshold, seed=self.seed)
 
 
-def make_rain_evaluator(spec: str, lm: LanguageModel, task: str, data: str | None = None) -> Evaluator:
-    """``self`` or a potential spec; the ``harmless`` potential is trained here on first use."""
+def make_rain_evaluator(spec: str, lm: LanguageModel, task: str, data: str | None = None,
+                        value_rule: str = "vote") -> Evaluator:
+    """``self`` (with ``value_rule`` vote or soft) or a potential spec; the ``harmless`` potential is trained
+    here on first use."""
     from hindsight.potentials.self_eval import PotentialEvaluator, make_evaluator
 
     if spec.split(":")[0] == "harmless":
         return PotentialEvaluator(harmless_classifier(spec.partition(":")[2] or "search", data))
-    return make_evaluator(spec, lm, task)
+    return make_evaluator(spec, lm, task, value_rule)
 
 
 def run_rain_hh(lm: LanguageModel, out: str | Path, *, settings: RunSettings, judges: Sequence[Judge],
@@ -166,8 +169,9 @@ def run_rain_hh(lm: LanguageModel, out: str | Path, *, settings: RunSettings, ju
     """Vanilla sampling (top-k like RAIN's candidates) and RAIN on the first ``limit`` HH prompts."""
     rows = hh_rows(data, min(limit, EVAL_ROWS))
     rf = ResultFile(out, "id")
-    evaluator = make_rain_evaluator(settings.evaluator, lm, "harmless", data)
-    self_eval = evaluator if isinstance(evaluator, SelfEvaluator) else SelfEvaluator(lm, "harmless")
+    evaluator = make_rain_evaluator(settings.evaluator, lm, "harmless", data, settings.value_rule)
+    self_eval = evaluator if isinstance(evaluator, SelfEvaluator) else SelfEvaluator(
+        lm, "harmless", value_rule=settings.value_rule)
     search = Rain(lm, evaluator, settings.config("harmless"))
     cfg = search.cfg
     for r in rows:
@@ -252,7 +256,8 @@ def run_rain_truthfulqa(lm: LanguageModel, out: str | Path, *, settings: RunSett
 
     rows = list(read_jsonl(dataset_file(*TQA, data), limit))
     rf = ResultFile(out, "id")
-    search = Rain(lm, make_rain_evaluator(settings.evaluator, lm, "truthful", data), settings.config("truthful")) \
+    search = Rain(lm, make_rain_evaluator(settings.evaluator, lm, "truthful", data,
+                                                 settings.value_rule), settings.config("truthful")) \
         if generate else None
     embed = get_embedder().embed if generate else None
     for r in rows:

@@ -4,10 +4,12 @@ RAIN needs a scalar "how good is this text so far" for every rollout it finishes
 
 - :class:`SelfEvaluator` (the faithful RAIN value): a few-shot multiple-choice prompt asks the *same* model
   whether the reply is harmful (task ``harmless``) or true (task ``truthful``). The option letters are looked up
-  through the tokenizer; the good option's probability ``p`` (renormalised over the two letters) is averaged
-  over both option orders, which cancels the model's preference for a letter or a position, and mapped to
-  ``2p - 1``. The few-shot prefix is prefilled once per evaluator and the user prompt once per search, so a
-  batch of candidates costs one forward over just their replies.
+  through the tokenizer and the question is asked with the options in both orders, which cancels the model's
+  preference for a letter or a position. ``value_rule='vote'`` (the default, as in the reference code): each
+  order casts a hard vote (1 if the good option's probability beats the other's), value = 2 * mean vote - 1,
+  so -1, 0 or +1; ``'soft'``: ``2 * mean p(good) - 1`` with ``p`` renormalised over the two letters. The
+  few-shot prefix is prefilled once per evaluator, the user prompt once per search and the committed response
+  once per commit (see :meth:`Evaluator.hint_prefix`), so a text costs one forward over just its new words.
 - :class:`PotentialEvaluator`: any :class:`~hindsight.potentials.Potential` with ``phi`` in [0, 1] (a
   classifier probability, an indicator) gives ``2 * phi - 1``; larger ``phi`` are clipped to 1.
 
@@ -42,6 +44,10 @@ class Evaluator(ABC):
             for r, v in zip(todo, vals.tolist()):
                 self._memo[(prompt, r)] = v
         return torch.tensor([self._memo[(prompt, r)] for r in responses], dtype=torch.float64)
+
+    def hint_prefix(self, prompt: str, text: str) -> None:
+        """Responses to ``prompt`` will start with ``text`` for a while (a search's committed response): an
+        evaluator may cache work on it. The default does nothing."""
 
     @abstractmethod
     def _values(self, prompt: str, responses: list[str]) -> torch.Tensor:
@@ -142,22 +148,32 @@ def _shared_head(texts: Sequence[str]) -> str:
     return head[:cut] if cut > 0 else ""
 
 
+VALUE_RULES = ("vote", "soft")
+
+
 class SelfEvaluator(Evaluator):
-    """The model's own two-option verdict, both orders averaged, as ``2 * p(good) - 1``.
+    """The model's own two-option verdict, asked in both option orders.
+
+    ``value_rule``: ``vote`` (default; the reference's hard vote per order, so values are -1, 0 or +1 and a
+    small model's near-50/50 probabilities still give a decisive value) or ``soft`` (``2 * mean p(good) - 1``).
 
     KV states are cached at three levels: the few-shot prefix (once), plus the user prompt (once per prompt),
-    plus the reply text the batch shares (a search's committed text and path), so each candidate costs only
-    its own new words and the question.
+    plus the reply text a batch shares or that :meth:`hint_prefix` announced (a search's committed text), so
+    each text costs only its own new words and the question.
     """
 
     max_cached_states = 8
 
-    def __init__(self, lm: LanguageModel, task: str = "harmless", prompt: EvalPrompt | None = None) -> None:
+    def __init__(self, lm: LanguageModel, task: str = "harmless", prompt: EvalPrompt | None = None,
+                 value_rule: str = "vote") -> None:
         super().__init__()
         if prompt is None and task not in PROMPTS:
             raise HindsightError(f"Unknown self-evaluation task {task!r}; choose one of {', '.join(PROMPTS)}.")
-        self.lm, self.prompt = lm, prompt or PROMPTS[task]
-        self.name = f"self-eval:{task}"
+        if value_rule not in VALUE_RULES:
+            raise HindsightError(f"Unknown value rule {value_rule!r}; choose one of {', '.join(VALUE_RULES)}.")
+        self.lm, self.prompt, self.value_rule = lm, prompt or PROMPTS[task], value_rule
+        self.name = f"self-eval:{task}" + ("" if value_rule == "vote" else f":{value_rule}")
+        self._hints: dict[str, str] = {}  # prompt -> announced reply head (cut before a space)
         self.letter_ids = [lm.token_id(x) for x in self.prompt.letters]
         if self.letter_ids[0] == self.letter_ids[1]:
             raise HindsightError(f"The option letters {self.prompt.letters} are the same token for {lm.name}.")
@@ -173,8 +189,8 @@ class SelfEvaluator(Evaluator):
         if self._fewshot is None:
             self._fewshot = self.lm.start(self.lm.encode(few_shot_prefix(self.prompt)), 1)
         if head:
-            base_head = max((h for (u, h) in self._states if u == user and head.startswith(h)), key=len,
-                            default=None)
+            base_head = max((h for (u, h) in self._states if u == user and h and head.startswith(h + " ")),
+                            key=len, default=None)  # a cached head ending at a word boundary of this one
             if base_head is None:
                 base_head = ""
                 self._prefix_for(user, "")
@@ -191,10 +207,16 @@ class SelfEvaluator(Evaluator):
             self._states.pop(victims[0])
         return state
 
+    def hint_prefix(self, prompt: str, text: str) -> None:
+        self._hints[prompt] = _shared_head([text.strip(), text.strip()])
+
     def order_probs(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
         """``[B, 2]``: p(good option) with the good option first, and with it second (letters renormalised)."""
         replies = [r.strip() for r in responses]
         head = _shared_head(replies) if len(replies) > 1 else ""
+        hint = self._hints.get(prompt, "")
+        if len(hint) > len(head) and all(r.startswith(hint + " ") for r in replies):
+            head = hint
         prefix = self._prefix_for(prompt, head)
         contexts = []
         for r in replies:
@@ -205,13 +227,16 @@ class SelfEvaluator(Evaluator):
         return torch.stack([p[:, 0, 0], p[:, 1, 1]], dim=1)
 
     def _values(self, prompt, responses):
-        return 2 * self.order_probs(prompt, responses).mean(dim=1) - 1
+        p = self.order_probs(prompt, responses)
+        if self.value_rule == "vote":
+            p = (p > 0.5).double()  # the good option beats the other one (ties vote against)
+        return 2 * p.mean(dim=1) - 1
 
 
-def make_evaluator(spec: str, lm: LanguageModel, task: str = "harmless") -> Evaluator:
+def make_evaluator(spec: str, lm: LanguageModel, task: str = "harmless", value_rule: str = "vote") -> Evaluator:
     """``self`` (the model's self-evaluation for ``task``) or a potential spec (``toxicity:low``, ``harmless``)."""
     if spec in ("self", "self-eval"):
-        return SelfEvaluator(lm, task)
+        return SelfEvaluator(lm, task, value_rule=value_rule)
     from hindsight.potentials.spec import parse_potential
 
     return PotentialEvaluator(parse_potential(spec, lm=lm))

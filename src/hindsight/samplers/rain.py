@@ -1,28 +1,31 @@
 """RAIN: rewindable auto-regressive inference (Li et al., ICLR 2024) — search, judge yourself, rewind, commit.
 
-The response grows by committed token sets. Before each commit an inner search runs from the current node:
+The response grows by committed token sets. Before each commit an inner search runs from the current node; one
+iteration (as in the authors' reference code) is:
 
-1. **select** a leaf by PUCT (:mod:`hindsight.samplers.rain_tree`), descending through token-set nodes;
-2. **expand** it: ``candidates`` token sets (row 0 greedy, the rest top-k sampled) are decoded together in one
-   batch from the leaf's KV state; each row keeps going past its set until the text ends a clause (or EOS, or
-   ``rollout_max`` tokens) so every new child comes with its own rollout;
-3. **evaluate** all rollouts in one batched call to the evaluator (self-evaluation by default, any potential
-   otherwise) — each child starts with that value;
-4. **back up** the leaf's new estimate (the prior-weighted mean of its children's values) as a running mean
-   up to the current node, sharing a fraction with near-duplicate siblings (cosine of MiniLM embeddings).
+1. **select** a leaf by PUCT (:mod:`hindsight.samplers.rain_tree`), descending through token-set nodes (a node
+   whose children are all poor and alike first gets more children: dynamic addition);
+2. **roll out** once from the leaf: sample until the text ends a clause (``, . ? : ;`` newline), EOS or
+   ``rollout_max`` tokens, and **evaluate** that one text (self-evaluation by default, any potential otherwise);
+3. **expand** the leaf with ``candidates`` token sets (one greedy, the rest top-k sampled; at set size 1 simply
+   the most likely tokens) *without* rollouts: the new children start unvisited (``n = 0``);
+4. **back up** the value as a running mean up to the current node, sharing a fraction with near-duplicate
+   siblings (cosine of MiniLM embeddings of each node's text + first rollout).
 
-When a node's children are all poor (``q < 0``) and alike, selection stops there and adds more children
-(up to ``max_children``). The outer loop stops the inner search once the most visited child has more than
-``min_visits`` visits and a value above ``value_threshold`` (or the visit budget is spent), commits that child,
-keeps its subtree and its statistics, and goes on until EOS or the token budget.
+The outer loop stops the inner search once the most visited child has more than ``min_visits`` visits and a
+value above ``value_threshold`` (or the visit budget is spent), commits that child, keeps its subtree and its
+statistics, and goes on until EOS or the token budget.
 
-Costs: the prompt is prefilled once; the committed path is one cached row extended by each committed set; an
-expansion is one ``extend`` of the path below the current node plus one batched decoding loop; the evaluator
-sees every rollout of an expansion in one forward (both option orders, after its cached few-shot prefix).
+Costs: the prompt is prefilled once; the committed path is one cached row extended by each commit; an
+iteration is one ``extend`` of the path below the current node, then one batched decoding loop whose rows are
+the candidate sets and the single rollout (the candidate rows stop after the set length, the rollout row goes
+on alone), and one evaluator call with one text (after the evaluator's cached few-shot prefix, prompt and
+committed response).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -143,8 +146,10 @@ class Rain:
         return self._embed(texts) if self._embed is not None else None
 
     def _ends_clause(self, tok: int) -> bool:
+        """Whether the text ends a clause after this token (its last character is a clause end)."""
         if tok not in self._clause_end:
-            self._clause_end[tok] = any(ch in self.cfg.clause_ends for ch in self.lm.decode([tok]))
+            s = self.lm.decode([tok])
+            self._clause_end[tok] = bool(s) and s[-1] in self.cfg.clause_ends
         return self._clause_end[tok]
 
     def set_size(self, depth: int) -> int:
@@ -156,14 +161,8 @@ class Rain:
         cfg, lm = self.cfg, self.lm
         t0 = time.perf_counter()
         before = lm.counters.snapshot()
-        ids = lm.prompt_ids(prompt, use_chat=self.use_chat)
-        lm.check_length(len(ids), cfg.max_tokens + cfg.rollout_max)
-        self._prompt = prompt
-        self._gen = torch.Generator(device="cpu")
-        self._gen.manual_seed(cfg.seed if cfg.seed is not None else int(time.time_ns() % (2**31)))
-        self._minmax = MinMax()
-        tree = Node(tokens=[])
-        root, root_state = tree, lm.start(ids, 1)
+        tree, root_state = self.begin(prompt)
+        root = tree
         committed = {id(tree)}
         steps: list[dict[str, Any]] = []
         total = 0
@@ -183,6 +182,7 @@ class Rain:
             committed.add(id(child))
             if not child.terminal:
                 lm.extend(root_state, torch.tensor([child.tokens], device=lm.device))
+                self.evaluator.hint_prefix(prompt, lm.decode(child.path_tokens()))
             root = child
         tokens = root.path_tokens()
         text = lm.decode(tokens)
@@ -194,12 +194,45 @@ class Rain:
                           tokens_computed=spent.tokens, seconds=time.perf_counter() - t0, config=asdict(cfg),
                           tree=tree, committed=committed)
 
+    def begin(self, prompt: str) -> tuple[Node, DecodeState]:
+        """Start a search: the empty tree's root and the prompt's prefilled 1-row state (then call ``_iterate``)."""
+        cfg, lm = self.cfg, self.lm
+        ids = lm.prompt_ids(prompt, use_chat=self.use_chat)
+        lm.check_length(len(ids), cfg.max_tokens + cfg.rollout_max)
+        self._prompt = prompt
+        self._gen = torch.Generator(device="cpu")
+        self._gen.manual_seed(cfg.seed if cfg.seed is not None else int(time.time_ns() % (2**31)))
+        self._minmax = MinMax()
+        self.evaluator.hint_prefix(prompt, "")
+        return Node(tokens=[]), lm.start(ids, 1)
+
+    def _state_at(self, node: Node, root: Node, root_state: DecodeState) -> DecodeState:
+        """A 1-row state after the prompt, the committed response and ``node``'s path below the current node."""
+        state = self.lm.select(root_state, [0])
+        below = node.path_tokens(stop=root)
+        if below:
+            self.lm.extend(state, torch.tensor([below], device=self.lm.device))
+        return state
+
     def _iterate(self, root: Node, root_state: DecodeState) -> None:
-        """One inner iteration: select a leaf, expand and evaluate it (or re-read a terminal one), back up."""
-        cfg, node = self.cfg, root
-        while node.children and not node.terminal and not self._needs_more(node):
+        """One inner iteration: select a leaf, roll out once and evaluate, expand without rollouts, back up."""
+        cfg, lm, node = self.cfg, self.lm, root
+        while node.children and not node.terminal:
+            if self._needs_more(node):
+                self._expand(node, self._state_at(node, root, root_state), rollout=False)
             node = select_child(node, self._minmax, cfg.c_puct, cfg.root_prior_weight if node is root else 1.0)
-        value = node.q if node.terminal else self._expand(node, root, root_state)
+        path = node.path_tokens()
+        if node.terminal:
+            value = float(self.evaluator.values(self._prompt, [lm.decode(path)])[0])
+        else:
+            rollout = self._expand(node, self._state_at(node, root, root_state), rollout=True)
+            value = float(self.evaluator.values(self._prompt, [lm.decode(path + rollout)])[0])
+            if node is not root and not node.rollout_text:
+                node.rollout_text = lm.decode(node.tokens + rollout)
+        if node.embedding is None and node is not root and node.n == 0:
+            text = node.rollout_text or node.text
+            embs = self.embed([text])
+            node.embedding = embs[0] if embs is not None else None
         backup(node, value, self._minmax, stop=root, sim_threshold=cfg.sim_threshold, sim_weight=cfg.sim_weight)
 
     def _needs_more(self, node: Node) -> bool:
@@ -208,78 +241,89 @@ class Rain:
         return (len(kids) < self.cfg.max_children and max(ch.q for ch in kids) < 0
                 and (len(kids) == 1 or mean_pairwise_cosine(kids) > self.cfg.alike_threshold))
 
-    def _expand(self, node: Node, root: Node, root_state: DecodeState) -> float:
-        """Add up to ``candidates`` children with rollouts and values; return the leaf's new value estimate."""
+    def _expand(self, node: Node, state: DecodeState, *, rollout: bool) -> list[int]:
+        """Add up to ``candidates`` unvisited children to ``node`` (whose 1-row state is ``state``) and, with
+        ``rollout``, sample one rollout from ``node`` in the same batch; return the rollout's tokens."""
         cfg, lm = self.cfg, self.lm
         path = node.path_tokens()
         k = min(self.set_size(node.depth), cfg.max_tokens - len(path))
         m = min(cfg.candidates, cfg.max_children - len(node.children))
-        state = lm.select(root_state, [0])
-        below = node.path_tokens(stop=root)
-        if below:
-            lm.extend(state, torch.tensor([below], device=lm.device))
-        rows = lm.select(state, [0] * m)
-        seqs, set_lp, set_len = self._decode(rows, m, k)
-        new: list[Node] = []
-        full: list[list[int]] = []  # set + rollout, what each new child is judged on
         seen = {tuple(ch.tokens) for ch in node.children}
-        for seq, lp, n_set in zip(seqs, set_lp, set_len):
-            toks = seq[:n_set]
+        if cfg.rollout_max < 1 or (path and self._ends_clause(path[-1])):
+            rollout = False  # no rollouts, or the text already ends a clause: judge it as it is
+        sets: list[tuple[list[int], float]] = []
+        if k == 1 and m > 0:  # single tokens: the most likely ones not yet children (no decoding needed)
+            logp = state.logprobs[0].float().cpu()
+            top = torch.topk(logp, min(logp.shape[0], m + len(seen)))
+            for lp, tok in zip(top.values.tolist(), top.indices.tolist()):
+                if (tok,) not in seen and len(sets) < m and lp > -math.inf:
+                    sets.append(([tok], lp))
+            m = 0
+        seqs, set_lp = self._decode(state, m, k, rollout)
+        for seq, lp in zip(seqs[:m], set_lp):
+            sets.append((seq, lp))
+        out = seqs[m] if rollout else []
+        for toks, lp in sets:
             if tuple(toks) in seen:
                 continue
             seen.add(tuple(toks))
             eos = toks[-1] in lm.eos_token_ids
-            new.append(Node(tokens=toks, prior=float(torch.tensor(lp).exp()), parent=node, depth=node.depth + 1,
-                            text=lm.decode(toks), rollout_text=lm.decode(seq),
-                            terminal=eos or len(path) + len(toks) >= cfg.max_tokens))
-            full.append(seq)
-        if not new:  # every candidate repeated an existing child: re-read the leaf's estimate
-            return node.q if node.n > 0 else 0.0
-        texts = [lm.decode(path + seq) for seq in full]
-        values = self.evaluator.values(self._prompt, texts)
-        embs = self.embed([ch.rollout_text for ch in new])
-        for i, ch in enumerate(new):
-            ch.n, ch.w = 1.0, float(values[i])
-            ch.embedding = embs[i] if embs is not None else None
-            self._minmax.update(ch.q)
-        node.children.extend(new)
-        priors = torch.tensor([ch.prior for ch in new], dtype=torch.float64)
-        priors = priors / priors.sum() if float(priors.sum()) > 0 else torch.full_like(priors, 1 / len(new))
-        return float((priors * values).sum())
+            node.children.append(Node(tokens=toks, prior=math.exp(lp), parent=node, depth=node.depth + 1,
+                                      text=lm.decode(toks), terminal=eos or len(path) + len(toks) >= cfg.max_tokens))
+        return out
 
-    def _decode(self, rows: DecodeState, m: int, k: int) -> tuple[list[list[int]], list[float], list[int]]:
-        """Decode ``m`` rows together: a ``k``-token set (row 0 greedy, others top-k), then a rollout each.
+    def _decode(self, state: DecodeState, m: int, k: int, rollout: bool) -> tuple[list[list[int]], list[float]]:
+        """Decode ``m`` candidate rows (a ``k``-token set each: row 0 greedy, the others top-k sampled) and, with
+        ``rollout``, one more row sampled from the full distribution until a clause ends, EOS or ``rollout_max``.
 
-        Returns each row's tokens (set + rollout), the set's log-probability under the model, and set length.
+        All rows start from the 1-row ``state`` (which is consumed). Returns each row's tokens (a set stops early
+        at EOS) and each set's log-probability under the model. Rows with the same tokens so far share one
+        cached row (their next-token distribution is the same), so a forward only computes distinct prefixes;
+        finished rows and the last token of a row are never fed.
         """
         cfg, lm = self.cfg, self.lm
-        seqs: list[list[int]] = [[] for _ in range(m)]
-        set_lp = [0.0] * m
-        set_len = [k] * m
-        finished = [False] * m
-        for t in range(k + cfg.rollout_max):
+        r_max = cfg.rollout_max if rollout else 0
+        n = m + int(rollout)  # rows: candidates first, then the rollout
+        seqs: list[list[int]] = [[] for _ in range(n)]
+        cand_lp = [0.0] * m
+        owner: list[int | None] = [0] * n  # the cached row holding each row's prefix (None: finished)
+        rows = state
+        for t in range(max(k if m else 0, r_max)):
             logp = rows.logprobs
-            choice = torch.empty(m, dtype=torch.long)
-            choice[0] = int(logp[0].argmax())
-            if m > 1:
-                choice[1:] = sample_from_logprobs(warp(logp[1:], top_k=cfg.top_k), generator=self._gen).cpu()
-            chosen_lp = logp.gather(1, choice[:, None].to(logp.device)).squeeze(1).double().cpu()
-            for i in range(m):
-                if finished[i]:
-                    continue
-                tok = int(choice[i])
-                seqs[i].append(tok)
-                if t < k:
-                    set_lp[i] += float(chosen_lp[i])
-                if tok in lm.eos_token_ids:
-                    finished[i] = True
-                    set_len[i] = min(t + 1, k)
-                elif t >= k - 1 and (self._ends_clause(tok) or t + 1 >= k + cfg.rollout_max):
-                    finished[i] = True
-            if all(finished):
+            if m and t < k:
+                live = [i for i in range(m) if owner[i] is not None]
+                idx = torch.tensor([owner[i] if owner[i] is not None else 0 for i in range(m)])
+                lp_rows = logp[idx.to(logp.device)]
+                c = torch.empty(m, dtype=torch.long)
+                c[0] = int(lp_rows[0].argmax())
+                if m > 1:
+                    c[1:] = sample_from_logprobs(warp(lp_rows[1:], top_k=cfg.top_k), generator=self._gen).cpu()
+                chosen = lp_rows.gather(1, c[:, None].to(logp.device)).squeeze(1).double().cpu().tolist()
+                for i, tok in zip(live, c[live].tolist()):
+                    seqs[i].append(tok)
+                    cand_lp[i] += chosen[i]
+                    if t + 1 >= k or tok in lm.eos_token_ids:
+                        owner[i] = None
+            if rollout and owner[-1] is not None:
+                tok = int(sample_from_logprobs(logp[owner[-1]][None], generator=self._gen)[0])
+                seqs[-1].append(tok)
+                if len(seqs[-1]) >= r_max or self._roll_ended(tok):
+                    owner[-1] = None
+            # the rows that go on: one cached row per distinct (parent row, token)
+            keys: dict[tuple[int, int], int] = {}
+            for i in range(n):
+                if owner[i] is not None:
+                    owner[i] = keys.setdefault((owner[i], seqs[i][-1]), len(keys))
+            if not keys:
                 break
-            lm.step(rows, choice.to(lm.device))
-        return seqs, set_lp, set_len
+            parents = [p for p, _ in keys]
+            if parents != list(range(rows.n)):
+                rows = lm.select(rows, parents)
+            lm.step(rows, torch.tensor([tok for _, tok in keys], device=lm.device))
+        return seqs, cand_lp
+
+    def _roll_ended(self, tok: int) -> bool:
+        return tok in self.lm.eos_token_ids or self._ends_clause(tok)
 
 
 def rain(lm: LanguageModel, prompt: str, evaluator: Evaluator, config: RainConfig | None = None, *,

@@ -1,7 +1,8 @@
 """RAIN's search tree: token-set nodes, PUCT selection on min-max normalised values, backup with sibling sharing.
 
 Kept free of any model so that every rule can be tested on a hand-built tree. A node's statistics are a visit
-count ``n`` (fractional after similarity updates) and a value sum ``w``; ``q = w / n``.
+count ``n`` (fractional after similarity updates) and a value sum ``w``; ``q = w / n``. Children are created
+unvisited (``n = 0``) and get a value only when a search iteration reaches them as a leaf.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Node:
     parent: Node | None = None
     depth: int = 0
     text: str = ""  # decoded token set (for display)
-    rollout_text: str = ""  # token set + rollout to the end of the clause (what was evaluated and embedded)
+    rollout_text: str = ""  # token set + the rollout judged on its first visit (what was embedded)
     terminal: bool = False  # ended with EOS or at the token budget
     n: float = 0.0
     w: float = 0.0
@@ -53,10 +54,14 @@ class Node:
 
 
 class MinMax:
-    """The range of values the search has seen, used to put q on [0, 1] for PUCT."""
+    """The range of q values, used to put q on [0, 1] for PUCT.
 
-    def __init__(self) -> None:
-        self.lo, self.hi = math.inf, -math.inf
+    It starts at the whole value range [-1, 1] (as in the reference implementation) and only widens, so a
+    handful of nearly equal values is not stretched over [0, 1].
+    """
+
+    def __init__(self, lo: float = -1.0, hi: float = 1.0) -> None:
+        self.lo, self.hi = lo, hi
 
     def update(self, value: float) -> None:
         self.lo, self.hi = min(self.lo, value), max(self.hi, value)
@@ -76,10 +81,12 @@ def child_priors(node: Node, model_weight: float = 1.0) -> list[float]:
 
 
 def puct_scores(node: Node, minmax: MinMax, c: float, model_weight: float = 1.0) -> list[float]:
-    """``q_norm + c * prior * sqrt(N_parent) / (1 + n)`` for each child of ``node``."""
+    """``q_norm + c * prior * sqrt(N_parent) / (1 + n)`` for each child of ``node``; an unvisited child's
+    q term is 0 (it competes on its prior alone)."""
     sqrt_n = math.sqrt(max(node.n, 0.0))
     priors = child_priors(node, model_weight)
-    return [minmax.normalise(ch.q) + c * p * sqrt_n / (1 + ch.n) for ch, p in zip(node.children, priors)]
+    return [(minmax.normalise(ch.q) if ch.n > 0 else 0.0) + c * p * sqrt_n / (1 + ch.n)
+            for ch, p in zip(node.children, priors)]
 
 
 def select_child(node: Node, minmax: MinMax, c: float, model_weight: float = 1.0) -> Node:
