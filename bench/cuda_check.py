@@ -87,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smol", default=None)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--random-out", default="/tmp/smol-random", help="where the random-weight model is written")
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script where there is no GPU")
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -109,7 +110,7 @@ def main() -> None:
             from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
             torch.manual_seed(0)
-            model_dir = tmp / "smol-random"
+            model_dir = Path(args.random_out)
             m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src))
             m.save_pretrained(model_dir)
             AutoTokenizer.from_pretrained(src).save_pretrained(model_dir)

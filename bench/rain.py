@@ -37,6 +37,7 @@ def value_histogram(values: list[float]) -> dict[str, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="a model name or checkpoint directory (default: the packaged one)")
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--max-iters", type=int, default=50)
@@ -47,7 +48,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    lm = load_model()
+    lm = load_model(args.model)
     try:
         prompts = [r["prompt"] for r in hh_rows(limit=args.prompts)]
     except Exception:  # no data folder: built-in prompts

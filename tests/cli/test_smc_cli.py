@@ -57,17 +57,23 @@ def test_twist_train_then_smc_and_bounds(toy_dir, tmp_path):
 def test_tied_twist_trained_on_a_pool_from_the_command_line(toy_dir, tmp_path):
     import torch
 
+    from hindsight.errors import HindsightError
+
     twist = tmp_path / "tied.pt"
     common = ["-p", "regex:cc", "--prompt", "ab", "--raw", "-m", toy_dir, "--max-tokens", "4"]
     _run(["twist", "train", *common, "--out", str(twist), "--head", "tied", "--rank", "0", "--proposal", "pool",
-          "--batch", "64", "--steps", "6", "--inner", "3", "--lr", "0.05", "--vocab-rows", "8", "--vocab-batch", "4"])
+          "--batch", "256", "--steps", "6", "--inner", "3", "--lr", "0.05", "--vocab-rows", "8", "--vocab-batch", "4"])
     blob = torch.load(twist, weights_only=True)
     assert blob["config"]["kind"] == "tied" and blob["config"]["rank"] == 0
     assert "embeddings" not in blob["state_dict"]  # the model's embeddings are not copied into the file
     assert float(blob["state_dict"]["direction"].abs().sum()) > 0  # it learned something
+    # resumes (the pool is drawn again), now keeping the head with the lowest loss on a held-out quarter of it
     out = _run(["twist", "train", *common, "--out", str(twist), "--head", "tied", "--rank", "0", "--proposal",
-                "pool", "--batch", "64", "--steps", "9", "--inner", "3"])  # resumes (the pool is drawn again)
-    assert "(9 steps" in " ".join(out.split())
+                "pool", "--batch", "256", "--steps", "9", "--inner", "3", "--holdout", "0.25"])
+    assert "(9 steps" in " ".join(out.split()) and "kept the head of step" in " ".join(out.split())
+    res = runner.invoke(app, ["twist", "train", *common, "--out", str(tmp_path / "none.pt"), "--proposal", "pool",
+                              "--batch", "8", "-p", "regex:zzz"])
+    assert isinstance(res.exception, HindsightError) and "pool of 8" in str(res.exception)
     out = json.loads(_run(["smc", "ab", "--raw", "-m", toy_dir, "-p", "regex:cc", "-n", "4", "--max-tokens", "4",
                            "--twist", str(twist), "--json"]))
     assert len(out["samples"]) == 4

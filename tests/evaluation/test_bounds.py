@@ -18,8 +18,10 @@ def test_bounds_bracket_log_z_and_kls_approach_exact(toy_task, tmp_path):
     rep = bounds(lm, prompt, pot, {"bootstrap": None, "twisted": twist}, [2, 64], seeds=40, max_tokens=T,
                  references=refs, kl_samples=4000)
     by = {(r.sampler, r.particles): r for r in rep.rows}
-    for r in rep.rows:  # lower < log Z < upper, beyond the seeds' noise
-        assert r.lower.mean + r.lower.half_width < tgt.log_z < r.upper.mean - r.upper.half_width or r.particles == 64
+    for r in rep.rows:  # lower < log Z < upper; for bootstrap at 2 particles beyond the seeds' noise (the nearly
+        # optimal twist and 64 particles put both bounds within that noise of log Z)
+        strict = r.sampler == "bootstrap" and r.particles == 2
+        assert r.lower.mean + r.lower.half_width < tgt.log_z < r.upper.mean - r.upper.half_width or not strict
         assert r.lower.mean < tgt.log_z + 0.02 and r.upper.mean > tgt.log_z - 0.02
     assert by[("bootstrap", 64)].gap < by[("bootstrap", 2)].gap  # more particles, tighter bounds
     assert by[("twisted", 2)].gap < by[("bootstrap", 2)].gap  # a good twist, tighter bounds
@@ -67,3 +69,25 @@ def test_bounds_resume_from_their_result_file(toy_task, tmp_path, monkeypatch):
     assert all(k.get("ess_threshold") == 0.0 for k in calls)  # only the KL runs, never a bound run
     assert [(r.lower.values, r.upper.values) for r in again.rows] == \
         [(r.lower.values, r.upper.values) for r in first.rows]
+
+
+def test_adding_a_sampler_reuses_the_other_samplers_runs(toy_task, tmp_path, monkeypatch):
+    import hindsight.evaluation.bounds as bmod
+    from hindsight.evaluation.results import ResultFile
+
+    lm, prompt, pot, tgt = toy_task
+    path = tmp_path / "bounds.jsonl"
+    twist = TableTwist(optimal_twist(tgt, 4).table, lm.vocab_size)
+    first = bounds(lm, prompt, pot, {"bootstrap": None}, [2], seeds=3, max_tokens=T, kl_samples=8,
+                   results=ResultFile(path), tag="t", sampler_tags={"bootstrap": ""})
+    clamped = []
+    real = bmod.conditional_smc
+    monkeypatch.setattr(bmod, "conditional_smc", lambda *a, **k: clamped.append(k.get("twist")) or real(*a, **k))
+    both = bounds(lm, prompt, pot, {"bootstrap": None, "twisted": twist}, [2], seeds=3, max_tokens=T, kl_samples=8,
+                  results=ResultFile(path), tag="t", sampler_tags={"bootstrap": "", "twisted": "v1"})
+    assert clamped == [twist] * 3  # only the new sampler ran
+    assert both.rows[0].lower.values == first.rows[0].lower.values
+    clamped.clear()  # a retrained twist (another fingerprint) runs again; bootstrap still does not
+    bounds(lm, prompt, pot, {"bootstrap": None, "twisted": twist}, [2], seeds=3, max_tokens=T, kl_samples=8,
+           results=ResultFile(path), tag="t", sampler_tags={"bootstrap": "", "twisted": "v2"})
+    assert clamped == [twist] * 3

@@ -208,14 +208,19 @@ def bounds(
     total = len(names) * (len(counts) * seeds + 1)
     settings = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": pot.name, "max_tokens": max_tokens,
                 "min_tokens": min_tokens, "resample": resample, "ess": ess_threshold, "kl_samples": kl_samples,
-                "seeds": seeds, "twists": {k: str(files[k]) for k in names},
-                "twist_mtimes": {k: files[k].stat().st_mtime for k in names if files[k] is not None}}
-    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+                "seeds": seeds}
+
+    def fingerprint(obj) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+    tag = fingerprint(settings)  # the exact samples and every run depend on these ...
+    sampler_tags = {k: fingerprint([str(files[k]), files[k].stat().st_mtime]) if files[k] is not None else ""
+                    for k in names}  # ... and each sampler's runs on its own twist file only
     with progress_bar("bounds", total) as (prog, task):
         rep = run_bounds(lm, ids, pot, chosen, counts, seeds, max_tokens, resample=resample,
                          ess_threshold=ess_threshold, kl_samples=kl_samples, min_tokens=min_tokens,
                          on_run=lambda msg: prog.update(task, advance=1, info=msg),
-                         results=ResultFile(results_path), tag=tag)
+                         results=ResultFile(results_path), tag=tag, sampler_tags=sampler_tags)
     if plot:
         plot_bounds(rep, str(plot), title=f"{pot.name}: log Z bounds ({seeds} seeds)")
     if json_out:

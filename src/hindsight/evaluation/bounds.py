@@ -137,6 +137,7 @@ def bounds(
     on_run: Callable[[str], None] | None = None,
     results: ResultFile | None = None,
     tag: str = "",
+    sampler_tags: dict[str, str] | None = None,
 ) -> BoundsReport:
     """Lower and upper bounds for each sampler (``name -> twist``, None = bootstrap) at each particle count over
     ``seeds`` seeds, and KL estimates for each sampler's proposal. ``references``: exact target samples (at least
@@ -144,7 +145,8 @@ def bounds(
 
     ``results``: every finished run (and the exact samples) is appended there under keys prefixed by ``tag``
     (a fingerprint of the settings), and runs already in the file are read back instead of repeated, so an
-    interrupted run resumes."""
+    interrupted run resumes. ``sampler_tags`` (name -> a fingerprint of that sampler's twist) go into each
+    sampler's keys, so adding or retraining one sampler's twist reuses the other samplers' runs."""
     if seeds < 1 or not particles or min(particles) < 1:
         raise HindsightError("--seeds and every --particles value must be at least 1.")
     draws = 0
@@ -184,7 +186,7 @@ def bounds(
                                            seed=s, **kw).log_z
                     return {"lower": low, "upper": high}
 
-                rec = cached(f"{name}|{n}|{s}", one_run)
+                rec = cached(f"{name}|{(sampler_tags or {}).get(name, '')}|{n}|{s}", one_run)
                 lo.append(rec["lower"])
                 up.append(rec["upper"])
             rows.append(BoundsRow(name, n, Estimate(lo), Estimate(up)))

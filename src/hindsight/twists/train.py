@@ -275,6 +275,9 @@ def train_twist(
                 n_ref = ref.alive.shape[0]
                 rows = torch.randperm(n_ref, generator=pick)[: min(cfg.vocab_batch, n_ref)]
             loss = loss_fn(head, batch, ref, rows)
+            if loss is None and pool is not None:  # the pool never changes: waiting would not help
+                raise HindsightError(f"No completion in the pool of {cfg.batch} had phi > 0; draw a larger pool "
+                                     "(--batch) or use a softer potential.")
             if loss is None:
                 barren += 1
                 if barren >= 20:
