@@ -40,6 +40,8 @@ class HFLanguageModel(LanguageModel):
         super().__init__()
         self.device = torch.device(device) if device is not None else model.device
         self.model = model.to(self.device).eval()
+        # transformers renamed the forward's ``past_key_values`` to ``cache`` (the old name is deprecated there)
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.tokenizer = tokenizer
         self.name = name
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -91,16 +93,6 @@ class HFLanguageModel(LanguageModel):
         self.counters.seconds += time.perf_counter() - t0
         new_cache = getattr(out, "cache", None)
         return out.logits, out.hidden_states[-1], new_cache if new_cache is not None else out.past_key_values
-
-    @property
-    def _cache_kwarg(self) -> str:
-        """``cache`` on transformers releases that renamed ``past_key_values`` (deprecated there), else the old name."""
-        name = self.__dict__.get("_cache_kwarg_name")
-        if name is None:
-            params = inspect.signature(self.model.forward).parameters
-            name = "cache" if "cache" in params else "past_key_values"
-            self.__dict__["_cache_kwarg_name"] = name
-        return name
 
     def output_embeddings(self) -> torch.Tensor:
         return self.model.get_output_embeddings().weight.detach().float()

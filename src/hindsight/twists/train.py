@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -105,8 +105,8 @@ def as_batch(trace: dict[str, torch.Tensor]) -> Batch:
 def split_batch(b: Batch, held: int) -> tuple[Batch, Batch]:
     """The first ``len - held`` rows and the last ``held`` rows."""
     k = b.tokens.shape[0] - held
-    parts = [(x[:k], x[k:]) for x in (b.hidden, b.tokens, b.logp, b.logq, b.alive, b.log_phi)]
-    return Batch(*(p[0] for p in parts)), Batch(*(p[1] for p in parts))
+    cols = [getattr(b, f.name) for f in fields(Batch)]
+    return Batch(*(x[:k] for x in cols)), Batch(*(x[k:] for x in cols))
 
 
 @dataclass
@@ -263,7 +263,6 @@ def train_twist(
     head.eval()
     validate()  # the starting head (untrained: the bootstrap proposal) is a candidate too
     while step < cfg.steps:
-        head.eval()
         batch = pool or as_batch(draw(head if cfg.proposal == "twist" else None, cfg.batch, seed * 100_003 + rnd))
         rnd += 1
         head.train()
@@ -297,7 +296,6 @@ def train_twist(
         validate()
         if on_round:
             on_round(step, opt, history)
-    head.eval()
     if best is not None:
         head.load_state_dict(best[1])
         if on_round:
