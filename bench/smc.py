@@ -3,7 +3,8 @@
 Job: N=16 completions of exactly 32 tokens after one prompt (EOS is masked out in both: ``min_new_tokens`` for
 ``generate``, ``min_tokens`` for SMC). Prints seconds (median over repeats, runs interleaved so machine load
 hits both alike) and the ratios the issue targets: bootstrap / generate <= 1.15, twisted (linear head) /
-generate <= 1.5; and the same for the tied head (outputs through the LM's embeddings, rank 64).
+generate <= 1.5; and the same for the tied head (outputs through the LM's embeddings, rank 64) and the tied head
+with a memory of the completion so far (rank 0, the kind the example twist uses).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/smc.py [--model NAME] [--repeats 5]
 """
@@ -39,6 +40,8 @@ def main() -> None:
     torch.nn.init.normal_(head.out.weight, std=0.01)  # a real (non-zero) twist; cost does not depend on values
     tied = make_head("tied", lm.hidden_size, lm.vocab_size).attach(lm)
     torch.nn.init.normal_(tied.up.weight, std=0.01)
+    memory = make_head("tied", lm.hidden_size, lm.vocab_size, rank=0, memory=True).attach(lm)
+    torch.nn.init.normal_(memory.direction, std=0.01)
     x = torch.tensor([ids], device=lm.device)
 
     def hf_generate(seed: int) -> None:
@@ -60,7 +63,7 @@ def main() -> None:
         return run
 
     jobs = {"generate": hf_generate, "bootstrap": bootstrap, "twisted": twisted_with(head),
-            "tied": twisted_with(tied)}
+            "tied": twisted_with(tied), "memory": twisted_with(memory)}
     for fn in jobs.values():  # warm-up
         fn(0)
     times: dict[str, list[float]] = {k: [] for k in jobs}
@@ -76,6 +79,7 @@ def main() -> None:
     print(f"bootstrap / generate = {med['bootstrap'] / med['generate']:.3f}  (target <= 1.15)")
     print(f"twisted / generate   = {med['twisted'] / med['generate']:.3f}  (target <= 1.5)")
     print(f"tied / generate      = {med['tied'] / med['generate']:.3f}  (target <= 1.5)")
+    print(f"memory / generate    = {med['memory'] / med['generate']:.3f}  (target <= 1.5)")
 
 
 if __name__ == "__main__":

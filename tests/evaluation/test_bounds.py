@@ -91,3 +91,24 @@ def test_adding_a_sampler_reuses_the_other_samplers_runs(toy_task, tmp_path, mon
     bounds(lm, prompt, pot, {"bootstrap": None, "twisted": twist}, [2], seeds=3, max_tokens=T, kl_samples=8,
            results=ResultFile(path), tag="t", sampler_tags={"bootstrap": "", "twisted": "v2"})
     assert clamped == [twist] * 3
+
+
+def test_more_seeds_reuse_the_recorded_runs_and_extend_the_exact_samples(toy_task, tmp_path, monkeypatch):
+    import hindsight.evaluation.bounds as bmod
+    from hindsight.evaluation.results import ResultFile
+
+    lm, prompt, pot, _ = toy_task
+    path = tmp_path / "bounds.jsonl"
+    few = bounds(lm, prompt, pot, {"bootstrap": None}, [2], seeds=3, max_tokens=T, kl_samples=2,
+                 results=ResultFile(path), tag="t")
+    assert few.exact_samples == 3
+    clamped = []
+    real = bmod.conditional_smc
+    monkeypatch.setattr(bmod, "conditional_smc", lambda *a, **k: clamped.append(a[3]) or real(*a, **k))
+    more = bounds(lm, prompt, pot, {"bootstrap": None}, [2], seeds=5, max_tokens=T, kl_samples=2,
+                  results=ResultFile(path), tag="t")
+    assert more.rows[0].lower.values[:3] == few.rows[0].lower.values  # seeds 0-2 read back, not rerun
+    assert more.exact_samples == 5 and more.model_draws > few.model_draws
+    assert len(clamped) == 2  # only seeds 3 and 4 ran, each clamping its own new exact sample
+    refs = ResultFile(path).records["t|references|1"]["references"]
+    assert clamped == refs and len(refs) == 2

@@ -88,6 +88,9 @@ def train(
     head_kind: str = typer.Option("linear", "--head",
                                   help="linear, mlp (3 layers) or tied (scores tokens through the LM's embeddings)."),
     rank: int = typer.Option(64, "--rank", help="Rank of a tied head."),
+    memory: bool = typer.Option(False, "--memory",
+                                help="Tied head: also score the completion so far (a saturating sum over its "
+                                     "tokens), so a rewarded word keeps its credit after it is written."),
     steps: int = typer.Option(200, "--steps", help="Gradient steps in total (a resumed run continues to this)."),
     batch: int = typer.Option(64, "--batch", help="Completions drawn per round (with --proposal pool: the pool)."),
     inner: int = typer.Option(4, "--inner", help="Gradient steps per drawn batch."),
@@ -135,7 +138,9 @@ def train(
         history = History(**old["history"])
         err.print(f"resuming {out_path} from step {history.steps[-1] if history.steps else 0}")
     else:
-        extra = {"rank": rank} if head_kind == "tied" else {}
+        if memory and head_kind != "tied":
+            raise HindsightError("--memory needs --head tied.")
+        extra = {"rank": rank, "memory": memory} if head_kind == "tied" else {}
         head = make_head(head_kind, lm.hidden_size, lm.vocab_size, bounded=method == "fudge", **extra)
         head = head.to(lm.device).attach(lm)
     plot_path = plot or out_path.with_suffix(".png")
@@ -207,20 +212,22 @@ def bounds(
     chosen = {name: _load_twist(files[name], lm) for name in names}
     total = len(names) * (len(counts) * seeds + 1)
     settings = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": pot.name, "max_tokens": max_tokens,
-                "min_tokens": min_tokens, "resample": resample, "ess": ess_threshold, "kl_samples": kl_samples,
-                "seeds": seeds}
+                "min_tokens": min_tokens, "resample": resample, "ess": ess_threshold}
 
     def fingerprint(obj) -> str:
         return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
-    tag = fingerprint(settings)  # the exact samples and every run depend on these ...
+    tag = fingerprint(settings)  # every run depends on these (not on --seeds: more seeds reuse the runs recorded)
+    target = {k: settings[k] for k in ("model", "prompt", "raw", "potential", "max_tokens", "min_tokens")}
+    reference_tag = fingerprint(target)  # the exact samples depend on the target only ...
     sampler_tags = {k: fingerprint([str(files[k]), files[k].stat().st_mtime]) if files[k] is not None else ""
                     for k in names}  # ... and each sampler's runs on its own twist file only
     with progress_bar("bounds", total) as (prog, task):
         rep = run_bounds(lm, ids, pot, chosen, counts, seeds, max_tokens, resample=resample,
                          ess_threshold=ess_threshold, kl_samples=kl_samples, min_tokens=min_tokens,
                          on_run=lambda msg: prog.update(task, advance=1, info=msg),
-                         results=ResultFile(results_path), tag=tag, sampler_tags=sampler_tags)
+                         results=ResultFile(results_path), tag=tag, sampler_tags=sampler_tags,
+                         reference_tag=reference_tag)
     if plot:
         plot_bounds(rep, str(plot), title=f"{pot.name}: log Z bounds ({seeds} seeds)")
     if json_out:

@@ -138,6 +138,7 @@ def bounds(
     results: ResultFile | None = None,
     tag: str = "",
     sampler_tags: dict[str, str] | None = None,
+    reference_tag: str | None = None,
 ) -> BoundsReport:
     """Lower and upper bounds for each sampler (``name -> twist``, None = bootstrap) at each particle count over
     ``seeds`` seeds, and KL estimates for each sampler's proposal. ``references``: exact target samples (at least
@@ -145,14 +146,17 @@ def bounds(
 
     ``results``: every finished run (and the exact samples) is appended there under keys prefixed by ``tag``
     (a fingerprint of the settings), and runs already in the file are read back instead of repeated, so an
-    interrupted run resumes. ``sampler_tags`` (name -> a fingerprint of that sampler's twist) go into each
-    sampler's keys, so adding or retraining one sampler's twist reuses the other samplers' runs."""
+    interrupted run resumes and a run with more seeds adds only the new ones (drawing more exact samples when
+    those recorded are too few). ``sampler_tags`` (name -> a fingerprint of that sampler's twist) go into each
+    sampler's keys, so adding or retraining one sampler's twist reuses the other samplers' runs.
+    ``reference_tag`` (default ``tag``) keys the exact samples: they depend on the target only, so runs with
+    other SMC settings (resampling scheme, ESS threshold) can share them."""
     if seeds < 1 or not particles or min(particles) < 1:
         raise HindsightError("--seeds and every --particles value must be at least 1.")
     draws = 0
 
-    def cached(key: str, compute: Callable[[], dict]) -> dict:
-        key = f"{tag}|{key}"
+    def cached(key: str, compute: Callable[[], dict], prefix: str = tag) -> dict:
+        key = f"{prefix}|{key}"
         if results is not None and key in results:
             return results.records[key]
         rec = {"id": key, **compute()}
@@ -161,13 +165,19 @@ def bounds(
         return rec
 
     if references is None:
-        def draw() -> dict:
-            refs, n_draws = rejection_samples(lm, prompt_ids, potential, max(seeds, kl_samples), max_tokens,
-                                              min_tokens=min_tokens)
-            return {"references": refs, "draws": n_draws}
+        references = []
+        need, part = max(seeds, kl_samples), 0
+        while len(references) < need:  # a later run that needs more extends the recorded samples
+            def draw(k=need - len(references), part=part) -> dict:
+                refs, n_draws = rejection_samples(lm, prompt_ids, potential, k, max_tokens, seed=part,
+                                                  min_tokens=min_tokens)
+                return {"references": refs, "draws": n_draws}
 
-        rec = cached("references", draw)
-        references, draws = rec["references"], rec["draws"]
+            rec = cached("references" if part == 0 else f"references|{part}", draw,
+                         tag if reference_tag is None else reference_tag)
+            references += rec["references"]
+            draws += rec["draws"]
+            part += 1
     references = [list(r) for r in references]
     if len(references) < seeds:
         raise HindsightError(f"{len(references)} exact samples were supplied for {seeds} seeds; need one per seed.")

@@ -49,21 +49,34 @@ class TwistHead(nn.Module):
     def _squash(self, raw: torch.Tensor) -> torch.Tensor:
         return F.logsigmoid(raw) if self.bounded else raw
 
-    def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """``[n, V]`` log psi for every next token."""
+    def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None) -> torch.Tensor:
+        """``[n, V]`` log psi for every next token (``memory``: see :meth:`prefix_memories`)."""
         return self._squash(self.out(self.features(self._input(hidden, cond))))
 
-    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None,
+                   memory: torch.Tensor | None = None) -> torch.Tensor:
         """``log psi`` of one chosen token per row (``[m]``), computing only those output columns (training)."""
         f = self.features(self._input(hidden, cond))
         raw = (f * self.out.weight[tokens]).sum(-1) + self.out.bias[tokens]
         return self._squash(raw)
 
+    uses_prefix = False  # True: the head also reads the tokens generated so far (see prefix_memories)
+
+    def prefix_memories(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """``[K, T]``: what the head remembers of ``tokens[:, :t]`` before position ``t`` (None: nothing)."""
+        return None
+
     def log_psi(self, state: DecodeState) -> torch.Tensor:
         """The :class:`~hindsight.twists.base.Twist` interface used by the samplers (no gradients)."""
         dev = next(self.parameters()).device
         with torch.no_grad():
-            return self.forward(state.hidden.to(dev))
+            memory = None
+            if self.uses_prefix:  # the memory after every generated token: one more column than the tokens
+                toks = state.tokens.to(dev)
+                full = torch.cat([toks, toks.new_zeros(toks.shape[0], 1)], dim=1)
+                memory = self.prefix_memories(full)[:, -1]
+            return self.forward(state.hidden.to(dev), memory=memory)
 
     needs_embeddings = False
 
@@ -120,14 +133,26 @@ class TiedTwist(TwistHead):
     constant direction (``rank=0``: the direction alone, a token-level preference that cannot memorise
     prefixes); ``c`` is a per-state level. Needs :meth:`bind` (or ``attach(lm)``) before use: the
     embeddings are not stored in the twist file.
+
+    ``memory=True`` replaces the token term ``d · e_s`` by a saturating score of the whole completion so far,
+    ``beta · [log sigmoid(b + sum_{j<t} u_{s_j} + u_s) - log sigmoid(b)]`` with ``u_s = d · e_s``. Why: with the
+    token term alone, ``psi_t`` forgets a word as soon as the next token is drawn. A particle that just wrote a
+    word the potential rewards then loses that bonus at the next step's weight, resampling kills it, and an
+    exact sample clamped in conditional SMC regains it only through ``phi`` at the end (an inflated upper bound).
+    The memory keeps the word's credit for the rest of the completion and, like a classifier's logit, saturates.
     """
 
     kind = "tied"
     needs_embeddings = True
 
-    def __init__(self, hidden_size: int, vocab_size: int, *, rank: int = 64, **kw: Any) -> None:
+    def __init__(self, hidden_size: int, vocab_size: int, *, rank: int = 64, memory: bool = False, **kw: Any) -> None:
         super().__init__(hidden_size, vocab_size, **kw)
-        self.rank = rank
+        self.rank, self.memory = rank, memory
+        self.uses_prefix = memory
+        if memory:  # beta = 1, b = -4: a word can add up to ~4 nats until learned otherwise; with d = 0 the
+            # output is exactly 0 (bootstrap), and every parameter still gets a gradient
+            self.mem_scale = nn.Parameter(torch.ones(()))
+            self.mem_bias = nn.Parameter(torch.full((), -4.0))
         n_in = hidden_size + self.cond_size
         self.down = nn.Linear(n_in, rank, bias=False) if rank else None
         self.up = nn.Linear(rank, hidden_size, bias=False) if rank else None
@@ -145,26 +170,61 @@ class TiedTwist(TwistHead):
         self.embeddings = embeddings.detach().float().to(self.direction.device)
         return self
 
-    def _parts(self, hidden: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_bound(self) -> None:
         if self.embeddings.numel() == 0:
             raise HindsightError("A tied twist head needs the model's output embeddings: load it with "
                                  "load_twist(path, lm=lm) or call head.attach(lm).")
+
+    def _parts(self, hidden: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The per-state level and the per-state token direction (None: only the shared direction)."""
+        self._check_bound()
         x = self._input(hidden, cond)
-        g = self.direction.expand(x.shape[0], -1)
+        g = None if self.memory else self.direction.expand(x.shape[0], -1)
         if self.down is not None:
-            g = g + self.up(self.down(x))
+            ctx = self.up(self.down(x))
+            g = ctx if g is None else g + ctx
         return self.level(x).squeeze(-1), g
 
-    def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        level, g = self._parts(hidden, cond)
-        return self._squash(level[:, None] + g @ self.embeddings.T)
+    def _token_scores(self) -> torch.Tensor:
+        """``u_s = d · e_s`` for every token (memory heads)."""
+        return self.embeddings @ self.direction
 
-    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def _remembered(self, memory: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+        """``beta · [log sigmoid(b + M + u) - log sigmoid(b)]``, broadcast over ``u``'s last dimension."""
+        m = torch.zeros((), device=u.device) if memory is None else memory
+        b = self.mem_bias
+        return self.mem_scale * (F.logsigmoid(b + m + u) - F.logsigmoid(b))
+
+    def prefix_memories(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        if not self.memory:
+            return None
+        self._check_bound()
+        u = self._token_scores()[tokens]  # [K, T]
+        return torch.cumsum(u, dim=1) - u  # the sum over the tokens before each position
+
+    def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None) -> torch.Tensor:
         level, g = self._parts(hidden, cond)
-        return self._squash(level + (g * self.embeddings[tokens]).sum(-1))
+        out = level[:, None]
+        if g is not None:
+            out = out + g @ self.embeddings.T
+        if self.memory:
+            mem = None if memory is None else memory[:, None]
+            out = out + self._remembered(mem, self._token_scores()[None, :])
+        return self._squash(out)
+
+    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None,
+                   memory: torch.Tensor | None = None) -> torch.Tensor:
+        level, g = self._parts(hidden, cond)
+        out = level
+        if g is not None:
+            out = out + (g * self.embeddings[tokens]).sum(-1)
+        if self.memory:
+            out = out + self._remembered(memory, self.embeddings[tokens] @ self.direction)
+        return self._squash(out)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "rank": self.rank}
+        return {**super().config(), "rank": self.rank, "memory": self.memory}
 
 
 HEADS = {"linear": LinearTwist, "mlp": MLPTwist, "tied": TiedTwist}

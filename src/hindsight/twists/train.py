@@ -120,6 +120,7 @@ class VocabReference:
     """
 
     hidden: torch.Tensor  # [R, T, d]
+    tokens: torch.Tensor  # [R, T] (heads that remember the completion so far read them)
     logp: torch.Tensor  # [R, T, V] float32, the model's next-token log-probs at each step
     alive: torch.Tensor  # [R, T]
     log_phi: torch.Tensor  # [R]
@@ -132,13 +133,14 @@ def vocab_reference(b: Batch, rows: int, logprobs_from_hidden: Callable[[torch.T
     h = b.hidden[:r]
     with torch.no_grad():
         lp = torch.stack([logprobs_from_hidden(h[:, t]).float().cpu() for t in range(h.shape[1])], dim=1)
-    return VocabReference(h, lp, b.alive[:r], b.log_phi[:r])
+    return VocabReference(h, b.tokens[:r], lp, b.alive[:r], b.log_phi[:r])
 
 
 def _exact_rows(head: TwistHead, ref: VocabReference, rows: torch.Tensor) -> torch.Tensor:
     """``[len(rows), T]`` per-row ``log sum_s p(s | s_<t) psi_t(s_<t, s)`` (``log phi`` once a row has ended)."""
     alive = ref.alive[rows]
-    full = head(ref.hidden[rows][alive])  # [m, V] log psi of every next token, with gradients
+    mem = head.prefix_memories(ref.tokens[rows])
+    full = head(ref.hidden[rows][alive], memory=None if mem is None else mem[alive])  # [m, V], with gradients
     vals = torch.logsumexp(ref.logp[rows][alive] + full, dim=-1).double()
     per_row = torch.zeros(alive.shape, dtype=torch.float64).masked_scatter(alive, vals)
     return torch.where(alive, per_row, ref.log_phi[rows].double()[:, None].expand_as(per_row))
@@ -147,7 +149,9 @@ def _exact_rows(head: TwistHead, ref: VocabReference, rows: torch.Tensor) -> tor
 def _head_values(head: TwistHead, b: Batch) -> torch.Tensor:
     """``log psi_t(s_1..t)`` at running positions (with gradients), 0 elsewhere. ``[K, T]``."""
     out = torch.zeros(b.tokens.shape, dtype=torch.float32)
-    return out.masked_scatter(b.alive, head.log_psi_at(b.hidden[b.alive], b.tokens[b.alive]))
+    mem = head.prefix_memories(b.tokens)
+    vals = head.log_psi_at(b.hidden[b.alive], b.tokens[b.alive], memory=None if mem is None else mem[b.alive])
+    return out.masked_scatter(b.alive, vals)
 
 
 def _wsum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
