@@ -87,3 +87,23 @@ def test_user_errors_are_one_line(toy_dir, tmp_path):
     assert isinstance(res.exception, HindsightError) and "--twist" in str(res.exception)
     res = runner.invoke(app, ["smc", "ab", "--raw", "-m", toy_dir, "-p", "regex:c", "--twist", str(tmp_path / "x")])
     assert isinstance(res.exception, HindsightError) and "does not exist" in str(res.exception)
+
+
+def test_memory_twist_from_the_command_line(toy_dir, tmp_path):
+    import torch
+
+    from hindsight.errors import HindsightError
+
+    twist = tmp_path / "memory.pt"
+    common = ["-p", "regex:c", "--prompt", "ab", "--raw", "-m", toy_dir, "--max-tokens", "4"]
+    _run(["twist", "train", *common, "--out", str(twist), "--head", "tied", "--rank", "0", "--memory",
+          "--batch", "64", "--steps", "6", "--inner", "3", "--lr", "0.05"])
+    blob = torch.load(twist, weights_only=True)
+    assert blob["config"]["memory"] is True and "mem_scale" in blob["state_dict"]
+    assert float(blob["state_dict"]["direction"].abs().sum()) > 0  # it learned something
+    out = json.loads(_run(["smc", "ab", "--raw", "-m", toy_dir, "-p", "regex:c", "-n", "4", "--max-tokens", "4",
+                           "--twist", str(twist), "--json"]))
+    assert len(out["samples"]) == 4 and all(s["weight"] >= 0 for s in out["samples"])
+    res = runner.invoke(app, ["twist", "train", *common, "--out", str(tmp_path / "bad.pt"), "--head", "linear",
+                              "--memory"])
+    assert isinstance(res.exception, HindsightError) and "--memory needs --head tied" in str(res.exception)
