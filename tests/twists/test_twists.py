@@ -257,7 +257,8 @@ def test_memory_head_gives_the_sampler_and_the_trainer_the_same_twist(toy_task):
         ref = vocab_reference(batch, 3, lm.logprobs_from_hidden)  # the pool's sum over the whole vocabulary
         assert torch.allclose(_exact_rows(head, ref, torch.arange(3)).float(), torch.stack(norms, 1), atol=1e-4)
     u = lm.output_embeddings().float() @ head.direction.detach()
-    assert torch.allclose(head.prefix_memories(toks)[2], torch.tensor([0, u[1], 2 * u[1], 3 * u[1]]), atol=1e-5)
+    assert torch.allclose(head.prefix_memories(toks)[2], torch.tensor([0, u[1], 2 * u[1], 3 * u[1], 3 * u[1] + u[2]]),
+                          atol=1e-5)
     # the memory changes the value: the same last token after different prefixes
     assert not torch.allclose(sampler_side[3][0], sampler_side[3][2])
     with pytest.raises(HindsightError, match="output embeddings"):

@@ -61,22 +61,21 @@ class TwistHead(nn.Module):
         raw = (f * self.out.weight[tokens]).sum(-1) + self.out.bias[tokens]
         return self._squash(raw)
 
-    uses_prefix = False  # True: the head also reads the tokens generated so far (see prefix_memories)
+    @property
+    def uses_prefix(self) -> bool:
+        """Whether the head also reads the tokens generated so far (see :meth:`prefix_memories`)."""
+        return False
 
     def prefix_memories(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """``[K, T]``: what the head remembers of ``tokens[:, :t]`` before position ``t`` (None: nothing)."""
+        """``[K, T + 1]``: what the head remembers of ``tokens[:, :t]`` for ``t = 0..T`` (None: nothing)."""
         return None
 
     def log_psi(self, state: DecodeState) -> torch.Tensor:
         """The :class:`~hindsight.twists.base.Twist` interface used by the samplers (no gradients)."""
         dev = next(self.parameters()).device
         with torch.no_grad():
-            memory = None
-            if self.uses_prefix:  # the memory after every generated token: one more column than the tokens
-                toks = state.tokens.to(dev)
-                full = torch.cat([toks, toks.new_zeros(toks.shape[0], 1)], dim=1)
-                memory = self.prefix_memories(full)[:, -1]
-            return self.forward(state.hidden.to(dev), memory=memory)
+            memory = self.prefix_memories(state.tokens.to(dev)) if self.uses_prefix else None
+            return self.forward(state.hidden.to(dev), memory=None if memory is None else memory[:, -1])
 
     needs_embeddings = False
 
@@ -148,7 +147,6 @@ class TiedTwist(TwistHead):
     def __init__(self, hidden_size: int, vocab_size: int, *, rank: int = 64, memory: bool = False, **kw: Any) -> None:
         super().__init__(hidden_size, vocab_size, **kw)
         self.rank, self.memory = rank, memory
-        self.uses_prefix = memory
         if memory:  # beta = 1, b = -4: a word can add up to ~4 nats until learned otherwise; with d = 0 the
             # output is exactly 0 (bootstrap), and every parameter still gets a gradient
             self.mem_scale = nn.Parameter(torch.ones(()))
@@ -185,22 +183,26 @@ class TiedTwist(TwistHead):
             g = ctx if g is None else g + ctx
         return self.level(x).squeeze(-1), g
 
-    def _token_scores(self) -> torch.Tensor:
-        """``u_s = d · e_s`` for every token (memory heads)."""
-        return self.embeddings @ self.direction
+    @property
+    def uses_prefix(self) -> bool:
+        return self.memory
 
-    def _remembered(self, memory: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+    def _token_scores(self, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """``u_s = d · e_s`` for the given tokens (every token when None)."""
+        emb = self.embeddings if tokens is None else self.embeddings[tokens]
+        return emb @ self.direction
+
+    def _remembered(self, memory: torch.Tensor | float, u: torch.Tensor) -> torch.Tensor:
         """``beta · [log sigmoid(b + M + u) - log sigmoid(b)]``, broadcast over ``u``'s last dimension."""
-        m = torch.zeros((), device=u.device) if memory is None else memory
         b = self.mem_bias
-        return self.mem_scale * (F.logsigmoid(b + m + u) - F.logsigmoid(b))
+        return self.mem_scale * (F.logsigmoid(b + memory + u) - F.logsigmoid(b))
 
     def prefix_memories(self, tokens: torch.Tensor) -> torch.Tensor | None:
         if not self.memory:
             return None
         self._check_bound()
-        u = self._token_scores()[tokens]  # [K, T]
-        return torch.cumsum(u, dim=1) - u  # the sum over the tokens before each position
+        u = self._token_scores(tokens)  # [K, T]: only the tokens written, not the whole vocabulary
+        return torch.cat([u.new_zeros(u.shape[0], 1), torch.cumsum(u, dim=1)], dim=1)
 
     def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None,
                 memory: torch.Tensor | None = None) -> torch.Tensor:
@@ -208,9 +210,8 @@ class TiedTwist(TwistHead):
         out = level[:, None]
         if g is not None:
             out = out + g @ self.embeddings.T
-        if self.memory:
-            mem = None if memory is None else memory[:, None]
-            out = out + self._remembered(mem, self._token_scores()[None, :])
+        if self.memory:  # memory None: nothing written yet
+            out = out + self._remembered(0.0 if memory is None else memory[:, None], self._token_scores()[None, :])
         return self._squash(out)
 
     def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None,
@@ -220,7 +221,7 @@ class TiedTwist(TwistHead):
         if g is not None:
             out = out + (g * self.embeddings[tokens]).sum(-1)
         if self.memory:
-            out = out + self._remembered(memory, self.embeddings[tokens] @ self.direction)
+            out = out + self._remembered(0.0 if memory is None else memory, self._token_scores(tokens))
         return self._squash(out)
 
     def config(self) -> dict[str, Any]:

@@ -140,7 +140,7 @@ def _exact_rows(head: TwistHead, ref: VocabReference, rows: torch.Tensor) -> tor
     """``[len(rows), T]`` per-row ``log sum_s p(s | s_<t) psi_t(s_<t, s)`` (``log phi`` once a row has ended)."""
     alive = ref.alive[rows]
     mem = head.prefix_memories(ref.tokens[rows])
-    full = head(ref.hidden[rows][alive], memory=None if mem is None else mem[alive])  # [m, V], with gradients
+    full = head(ref.hidden[rows][alive], memory=None if mem is None else mem[:, :-1][alive])  # [m, V], with gradients
     vals = torch.logsumexp(ref.logp[rows][alive] + full, dim=-1).double()
     per_row = torch.zeros(alive.shape, dtype=torch.float64).masked_scatter(alive, vals)
     return torch.where(alive, per_row, ref.log_phi[rows].double()[:, None].expand_as(per_row))
@@ -149,8 +149,8 @@ def _exact_rows(head: TwistHead, ref: VocabReference, rows: torch.Tensor) -> tor
 def _head_values(head: TwistHead, b: Batch) -> torch.Tensor:
     """``log psi_t(s_1..t)`` at running positions (with gradients), 0 elsewhere. ``[K, T]``."""
     out = torch.zeros(b.tokens.shape, dtype=torch.float32)
-    mem = head.prefix_memories(b.tokens)
-    vals = head.log_psi_at(b.hidden[b.alive], b.tokens[b.alive], memory=None if mem is None else mem[b.alive])
+    mem = head.prefix_memories(b.tokens)  # before each position: all but the last column
+    vals = head.log_psi_at(b.hidden[b.alive], b.tokens[b.alive], memory=None if mem is None else mem[:, :-1][b.alive])
     return out.masked_scatter(b.alive, vals)
 
 
