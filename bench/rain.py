@@ -6,7 +6,8 @@
 Both run in this process on the same model and prompts (HH harmless first turns, or built-in prompts when the
 data is absent). Vanilla is ``lm.generate`` (prefill once, one cached forward per token, top-k 15 like RAIN's
 candidates; timed ``--vanilla-repeats`` times, median). Prints one row per prompt and the overall ratio (target
-at the HH defaults: <= 4x), plus where RAIN's time went (evaluator calls, MiniLM embeddings) and how many commits the early stop ended.
+at the HH defaults: <= 4x), plus where RAIN's time went (evaluator calls, MiniLM embeddings) and how many
+commits the early stop ended.
 """
 
 from __future__ import annotations
