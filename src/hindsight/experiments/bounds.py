@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.results import ResultFile
+from hindsight.records.results import ResultFile
 from hindsight.lm.base import LanguageModel
 from hindsight.potentials.base import Potential
 from hindsight.samplers.smc import conditional_smc, run_smc
@@ -158,7 +158,7 @@ def bounds(
     def cached(key: str, compute: Callable[[], dict], prefix: str = tag) -> dict:
         key = f"{prefix}|{key}"
         if results is not None and key in results:
-            return results.records[key]
+            return results.get(key)
         rec = {"id": key, **compute()}
         if results is not None:
             results.append(rec)

@@ -2,14 +2,14 @@
 
 A run opens its file, skips the keys already there, and appends each new record as soon as it is done (flushed
 and fsynced), so Ctrl-C loses at most the item in progress and rerunning the same command resumes.
-Summaries and other whole-file outputs are written with :func:`atomic_write` (temp file + rename).
+Summaries and other whole-file outputs are written with :func:`hindsight.infra.atomic_write` (temp file + rename).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,10 @@ class ResultFile:
     def __init__(self, path: str | Path, key_field: str = "id") -> None:
         self.path = Path(path)
         self.key_field = key_field
-        self.records: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             for rec in self._read():
-                self.records[str(rec[key_field])] = rec
+                self._records[str(rec[key_field])] = rec
 
     def _read(self) -> Iterator[dict[str, Any]]:
         with open(self.path, encoding="utf-8") as f:
@@ -44,10 +44,30 @@ class ResultFile:
             yield rec
 
     def __contains__(self, key: object) -> bool:
-        return str(key) in self.records
+        return str(key) in self._records
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The latest record of each key, in the order the keys first appeared in the file."""
+        return iter(list(self._records.values()))
+
+    def get(self, key: object, default: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The latest record stored under ``key`` (keys compare as strings), or ``default``."""
+        return self._records.get(str(key), default)
+
+    def keys(self) -> list[str]:
+        """Every key in the file (as strings), in first-appearance order."""
+        return list(self._records)
+
+    def values(self) -> list[dict[str, Any]]:
+        """The latest record of each key, in first-appearance order."""
+        return list(self._records.values())
+
+    def select(self, keys: Iterable[object]) -> list[dict[str, Any]]:
+        """The records of ``keys`` that are present, in the order of ``keys`` (the missing ones left out)."""
+        return [self._records[str(k)] for k in keys if str(k) in self._records]
 
     def append(self, record: dict[str, Any]) -> None:
         key = str(record[self.key_field])
@@ -57,7 +77,7 @@ class ResultFile:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.records[key] = record
+        self._records[key] = record
 
     def _repair_tail(self) -> None:
         """Drop a half-written last line left by a crash, so appends start on a clean line."""
@@ -71,14 +91,3 @@ class ResultFile:
             cut = data.rfind(b"\n") + 1
             f.truncate(cut)
 
-
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write a whole file so that readers see the old or the new version, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
