@@ -11,6 +11,7 @@ from hindsight.experiments.citation import (
 from hindsight.experiments.runner import run_experiment
 from hindsight.records.results import ResultFile
 from hindsight.reverse.scorers import Scores
+from tests.experiments.stubs import over
 
 
 def test_lexical_overlap_by_hand():
@@ -37,29 +38,19 @@ class SecondSentenceScorer:
         return Scores(total, torch.ones(len(responses), dtype=torch.long))
 
 
-class Stubbed(CitationEval):
-    """The citation experiment over given items (no data folder)."""
-
-    def __init__(self, items, **config):
-        super().__init__(**config)
-        self._items = items
-
-    def items(self):
-        return self._items
-
-
 def test_citation_experiment_records_and_resumes(tiny, tmp_path):
     items = [{"key": f"a:{i}", "article": "a", "highlight": "h", "sentences": ["one.", "two.", "three."],
               "gold": [g], "overlap": 0.5} for i, g in enumerate([1, 2])]
     rf = ResultFile(tmp_path / "c.jsonl", key_field="key")
     done = []
-    exp = Stubbed(items, searches=["linear", "binary", "exclusion"]).use(lm=tiny, scorers={"stub": SecondSentenceScorer()})
+    stub = {"stub": SecondSentenceScorer()}
+    exp = over(CitationEval, items, searches=["linear", "binary", "exclusion"]).use(lm=tiny, scorers=stub)
     run_experiment(exp, rf, on_item=done.append)
     assert [r["key"] for r in done] == ["a:0", "a:1"]
     assert {c: r["index"] for c, r in done[0]["results"].items()} == {"stub/linear": 1, "stub/binary": 1,
                                                                     "stub/exclusion": 1}
     again = []
-    exp = Stubbed(items, searches=["linear"]).use(lm=tiny, scorers={"stub": SecondSentenceScorer()})
+    exp = over(CitationEval, items, searches=["linear"]).use(lm=tiny, scorers=stub)
     run_experiment(exp, ResultFile(rf.path, "key"), on_item=again.append)
     assert again == [None, None]  # both resumed from the file
     s = summarise_citation(ResultFile(rf.path, "key").values())

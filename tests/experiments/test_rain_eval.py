@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from hindsight.experiments.rain_eval import RainHH, RunSettings, mc_metrics, reference_verdict, summarise_hh, summarise_truthfulqa
+from hindsight.experiments.rain_eval import (RainHH, RunSettings, mc_metrics, reference_verdict, summarise_hh,
+                                            summarise_truthfulqa)
 from hindsight.experiments.rain_judges import final_reply
 from hindsight.experiments.runner import Loaders, run_experiment
 from hindsight.records.results import ResultFile

@@ -6,6 +6,7 @@ from hindsight.experiments.runner import run_experiment
 from hindsight.experiments.trlm import PreferenceEval, RetrievalEval, summarise_preferences, summarise_retrieval
 from hindsight.reverse.retrieval import BM25Index, Passage
 from hindsight.reverse.scorers import make_scorer
+from tests.experiments.stubs import over
 
 
 def _pref(i, pref, s1, s2, l1=10, l2=20):
@@ -40,46 +41,30 @@ def test_retrieval_summary_hand_computed():
     assert rows[("BM25", "Recall@1")] == 0.0
 
 
-class Prefs(PreferenceEval):
-    def __init__(self, items, **config):
-        super().__init__(**config)
-        self._items = items
-
-    def items(self):
-        return self._items
-
-
-class Claims(RetrievalEval):
-    def __init__(self, items, **config):
-        super().__init__(**config)
-        self._items = items
-
-    def items(self):
-        return self._items
-
-
 def test_runs_write_incrementally_and_resume(tmp_path, tiny):
     sc = {"forward": make_scorer("forward", tiny)}
     recs = [{"id": i, "instruction": "say hi", "output_1": "hi" * (i + 1), "output_2": "hello", "preference": 1.0}
             for i in range(3)]
     rf = ResultFile(tmp_path / "p.jsonl")
-    run_experiment(Prefs(recs[:2], scorers=["forward"]).use(scorers=sc), rf)
+    run_experiment(over(PreferenceEval, recs[:2], scorers=["forward"]).use(scorers=sc), rf)
     assert len(ResultFile(tmp_path / "p.jsonl")) == 2
     calls = []
     rf2 = ResultFile(tmp_path / "p.jsonl")
-    run_experiment(Prefs(recs, scorers=["forward"]).use(scorers=sc), rf2, on_item=calls.append)
+    run_experiment(over(PreferenceEval, recs, scorers=["forward"]).use(scorers=sc), rf2, on_item=calls.append)
     assert len(calls) == 3 and len(rf2) == 3 and calls[:2] == [None, None]
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3  # only the new item was scored
     # adding a scorer later scores only that scorer and keeps the old scores
-    rows = run_experiment(Prefs(recs, scorers=["trlm-fo"]).use(scorers={"trlm-fo": make_scorer("trlm-fo", tiny)}), rf2)
+    fo = {"trlm-fo": make_scorer("trlm-fo", tiny)}
+    rows = run_experiment(over(PreferenceEval, recs, scorers=["trlm-fo"]).use(scorers=fo), rf2)
     assert set(ResultFile(tmp_path / "p.jsonl").get(0)["scores"]) == {"forward", "trlm-fo"}
     assert {r.system for r in rows} >= {"trlm-fo (sum)", "trlm-fo (mean)"}
 
     index = BM25Index([Passage("a", "cats purr"), Passage("b", "dogs bark"), Passage("c", "birds sing")])
     rr = ResultFile(tmp_path / "r.jsonl")
     claims = [{"id": 5, "claim": "cats purr", "cited_doc_ids": ["a"]}]
-    run_experiment(Claims(claims, scorers=["forward"], top_k=2).use(scorers=sc, index=index), rr)
+    run_experiment(over(RetrievalEval, claims, scorers=["forward"], top_k=2).use(scorers=sc, index=index), rr)
     rec = ResultFile(tmp_path / "r.jsonl").get(5)
     assert rec["bm25"][0] == "a" and len(rec["scores"]["forward"]) == 2
     # a summary with another top_k leaves out the claims reranked from top 2
-    assert {r.n for r in run_experiment(Claims(claims, scorers=["forward"], top_k=3).use(), rr)} == {0}
+    other_k = over(RetrievalEval, claims, scorers=["forward"], top_k=3).use()
+    assert {r.n for r in run_experiment(other_k, rr)} == {0}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hindsight.records.data import dataset_file, read_jsonl
-from hindsight.experiments.runner import Experiment, Loaders
+from hindsight.experiments.runner import Loaders, ModelExperiment
 from hindsight.lm import LanguageModel
 from hindsight.records.stats import wilson_interval
 from hindsight.reverse.citation import attribute, split_sentences
@@ -97,7 +97,7 @@ def cite_item(item: dict[str, Any], lm: LanguageModel, scorers: dict[str, PairSc
 
 
 @dataclass
-class CitationEval(Experiment):
+class CitationEval(ModelExperiment):
     """``hindsight eval citation``: every (scorer, search) on each CNN/DM highlight with enough overlap."""
 
     data: str | None = None
@@ -107,9 +107,6 @@ class CitationEval(Experiment):
     min_overlap: float = 0.3
     scorers: list[str] = field(default_factory=lambda: ["trlm-fo", "forward"])
     searches: list[str] = field(default_factory=lambda: ["linear", "binary", "exclusion"])
-    model: str | None = None
-    reverse_model: str | None = None
-    device: str | None = None
 
     name = "citation"
     key_field = "key"
@@ -119,8 +116,7 @@ class CitationEval(Experiment):
                 if it["overlap"] >= self.min_overlap]
 
     def setup(self, loaders: Loaders) -> dict[str, Any]:
-        lm = loaders.model(self.model, self.device)
-        rev = loaders.model(self.reverse_model, self.device) if self.reverse_model else None
+        lm, rev = self.load_models(loaders)
         return {"lm": lm, "scorers": {n: make_scorer(n, lm, task="citation", reverse_lm=rev) for n in self.scorers}}
 
     def run_item(self, item: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hindsight.records.data import dataset_file, read_jsonl
-from hindsight.experiments.runner import Experiment, Loaders
+from hindsight.experiments.runner import Loaders, ModelExperiment
 from hindsight.lm import LanguageModel
 from hindsight.records.stats import wilson_interval
 from hindsight.reverse.defence import QUERY_SAMPLING, Filter, blocks, make_filter
@@ -76,7 +76,7 @@ def defend_item(item: dict[str, Any], lm: LanguageModel, generator: ReverseGener
 
 
 @dataclass
-class JailbreakEval(Experiment):
+class JailbreakEval(ModelExperiment):
     """``hindsight eval jailbreak``: each filter alone and with reverse queries, on attacks and benign requests."""
 
     data: str | None = None
@@ -87,9 +87,6 @@ class JailbreakEval(Experiment):
     threshold: float = 0.25
     max_response_tokens: int = 48
     seed: int = 0
-    model: str | None = None
-    reverse_model: str | None = None
-    device: str | None = None
 
     name = "jailbreak"
     key_field = "key"
@@ -98,8 +95,7 @@ class JailbreakEval(Experiment):
         return list(jailbreak_items(self.data, self.limit, self.attack))
 
     def setup(self, loaders: Loaders) -> dict[str, Any]:
-        lm = loaders.model(self.model, self.device)
-        rev = loaders.model(self.reverse_model, self.device) if self.reverse_model else None
+        lm, rev = self.load_models(loaders)
         gen = make_reverse_generator(lm, reverse_lm=rev, **QUERY_SAMPLING)
         return {"lm": lm, "generator": gen, "filters": [make_filter(n, lm) for n in self.filters]}
 

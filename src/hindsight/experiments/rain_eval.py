@@ -117,8 +117,9 @@ class RainHH(_RainEval):
 
 def _costs(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Mean RAIN iterations and RAIN/vanilla time over the records."""
+    vanilla = max(1e-9, sum(r["vanilla_seconds"] for r in records))
     return {"mean_iterations": sum(r["iterations"] for r in records) / len(records),
-            "time_ratio": sum(r["rain_seconds"] for r in records) / max(1e-9, sum(r["vanilla_seconds"] for r in records))}
+            "time_ratio": sum(r["rain_seconds"] for r in records) / vanilla}
 
 
 def summarise_hh(records: list[dict[str, Any]]) -> dict[str, Any]:

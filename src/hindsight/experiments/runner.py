@@ -107,6 +107,20 @@ class Experiment(ABC):
         return record
 
 
+@dataclass
+class ModelExperiment(Experiment):
+    """An experiment over a forward model and, optionally, a reverse-trained one (TRLM-Ba / -FoBa)."""
+
+    model: str | None = None
+    reverse_model: str | None = None
+    device: str | None = None
+
+    def load_models(self, loaders: Loaders) -> tuple[LanguageModel, LanguageModel | None]:
+        """The forward model and the reverse one (None when not configured)."""
+        rev = loaders.model(self.reverse_model, self.device) if self.reverse_model else None
+        return loaders.model(self.model, self.device), rev
+
+
 Executor = Callable[[Experiment, Sequence[Item]], Iterator[tuple[Item, Record]]]
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hindsight.experiments.runner import Experiment, Loaders
+from hindsight.experiments.runner import Loaders, ModelExperiment
 from hindsight.records.data import dataset_file, read_jsonl
 from hindsight.records.ranking import mrr_at_k, ndcg_at_k, recall_at_k
 from hindsight.records.stats import mean_interval, wilson_interval
@@ -38,16 +38,15 @@ class Row:
                 "low": self.low, "high": self.high}
 
 
-class _ScorerEval(Experiment):
+@dataclass
+class _ScorerEval(ModelExperiment):
     """What both evaluations share: records keyed by ``id`` holding every scorer's raw scores, where a rerun
     with another scorer scores only that one and keeps the scores already recorded."""
 
+    scorers: list[str] = field(default_factory=list)
+
     key_field = "id"
     task = "answer"
-    scorers: list[str]
-    model: str | None
-    reverse_model: str | None
-    device: str | None
 
     def pending(self, item: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
         done = {} if previous is None else previous.get("scores", {})
@@ -71,9 +70,6 @@ class PreferenceEval(_ScorerEval):
     scorers: list[str] = field(default_factory=lambda: ["self", "forward", "trlm-fo"])
     data: str | None = None
     limit: int | None = None
-    model: str | None = None
-    reverse_model: str | None = None
-    device: str | None = None
 
     name = "preferences"
 
@@ -133,9 +129,6 @@ class RetrievalEval(_ScorerEval):
     limit: int | None = None
     top_k: int = 20
     max_words: int | None = 200
-    model: str | None = None
-    reverse_model: str | None = None
-    device: str | None = None
 
     name = "retrieval"
     task = "retrieval"
