@@ -68,3 +68,32 @@ def test_runs_write_incrementally_and_resume(tmp_path, tiny):
     # a summary with another top_k leaves out the claims reranked from top 2
     other_k = over(RetrievalEval, claims, scorers=["forward"], top_k=3).use()
     assert {r.n for r in run_experiment(other_k, rr)} == {0}
+
+
+# written by the loop before the shared runner (run_preferences), forward then trlm-fo: a file from before resumes
+BEFORE_RUNNER = [
+    {"id": 0, "preference": 1.0, "len_1": 2, "len_2": 5,
+     "scores": {"forward": [[-18.445930004119873, 3], [-27.603768229484558, 6]],
+                "trlm-fo": [[-34.43101453781128, 7], [-35.487181425094604, 7]]}},
+    {"id": 1, "preference": 1.0, "len_1": 4, "len_2": 5,
+     "scores": {"forward": [[-31.44329071044922, 5], [-27.603768229484558, 6]],
+                "trlm-fo": [[-33.14991497993469, 7], [-35.487181425094604, 7]]}},
+]
+
+
+def test_records_are_those_written_before_the_runner(tmp_path, tiny):
+    import json
+
+    recs = [{"id": i, "instruction": "say hi", "output_1": "hi" * (i + 1), "output_2": "hello", "preference": 1.0}
+            for i in range(2)]
+    path = tmp_path / "p.jsonl"
+    for name in ("forward", "trlm-fo"):
+        run_experiment(over(PreferenceEval, recs, scorers=[name]).use(scorers={name: make_scorer(name, tiny)}), path)
+    latest = ResultFile(path).values()
+    assert [list(r) for r in latest] == [list(r) for r in BEFORE_RUNNER]  # same fields, same order
+    for got, want in zip(latest, BEFORE_RUNNER):
+        assert {k: v for k, v in got.items() if k != "scores"} == {k: v for k, v in want.items() if k != "scores"}
+        for name in ("forward", "trlm-fo"):
+            assert [k for _, k in got["scores"][name]] == [k for _, k in want["scores"][name]]
+            assert [t for t, _ in got["scores"][name]] == pytest.approx([t for t, _ in want["scores"][name]], rel=1e-6)
+    assert [json.loads(x)["id"] for x in path.read_text().splitlines()] == [0, 1, 0, 1]  # appended, not rewritten
