@@ -17,13 +17,16 @@ from hindsight.errors import HindsightError
 
 
 class ResultFile:
-    """An append-only JSONL file of records that each carry a unique ``key_field``."""
+    """An append-only JSONL file of records that each carry a unique ``key_field``.
 
-    def __init__(self, path: str | Path, key_field: str = "id") -> None:
-        self.path = Path(path)
+    ``path=None`` keeps the records in memory only (a run that was asked not to write a file).
+    """
+
+    def __init__(self, path: str | Path | None, key_field: str = "id") -> None:
+        self.path = None if path is None else Path(path)
         self.key_field = key_field
         self._records: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             for rec in self._read():
                 self._records[str(rec[key_field])] = rec
 
@@ -70,13 +73,15 @@ class ResultFile:
         return [self._records[str(k)] for k in keys if str(k) in self._records]
 
     def append(self, record: dict[str, Any]) -> None:
+        """Write ``record`` as one line (flushed and fsynced) and make it the latest record of its key."""
         key = str(record[self.key_field])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair_tail()
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         self._records[key] = record
 
     def _repair_tail(self) -> None:
