@@ -56,15 +56,15 @@ class TrainConfig:
             raise HindsightError(f"Unknown twist training method {self.method!r}; "
                                  f"choose one of {', '.join(METHODS)}.")
         if self.steps < 1 or self.batch < 2 or self.inner < 1:
-            raise HindsightError("--steps and --inner must be at least 1 and --batch at least 2.")
+            raise HindsightError("steps and inner must be at least 1 and batch at least 2.")
         if not self.lr > 0:
-            raise HindsightError(f"--lr must be positive (got {self.lr}).")
+            raise HindsightError(f"lr must be positive (got {self.lr}).")
         if self.vocab_rows < 0 or self.vocab_batch < 1:
-            raise HindsightError("--vocab-rows must be at least 0 and --vocab-batch at least 1.")
+            raise HindsightError("vocab_rows must be at least 0 and vocab_batch at least 1.")
         if not 0 <= self.holdout < 1:
-            raise HindsightError(f"--holdout must be in [0, 1) (got {self.holdout}).")
+            raise HindsightError(f"holdout must be in [0, 1) (got {self.holdout}).")
         if self.holdout and self.proposal != "pool":
-            raise HindsightError("--holdout needs --proposal pool (the held-out rows are part of the pool).")
+            raise HindsightError("holdout needs proposal='pool' (the held-out rows are part of the pool).")
         if self.proposal not in PROPOSALS:
             raise HindsightError(f"The proposal must be one of {', '.join(PROPOSALS)} (got {self.proposal!r}).")
 
@@ -195,7 +195,7 @@ def fudge_loss(head: TwistHead, b: Batch, ref: VocabReference | None = None,
     """Binary cross-entropy of ``psi_t`` against ``phi(x)`` at every running prefix (model samples)."""
     y = torch.exp(b.log_phi)
     if bool((y > 1 + 1e-6).any()):
-        raise HindsightError("FUDGE needs a potential with values in [0, 1]; use --method ctl.")
+        raise HindsightError("FUDGE needs a potential with values in [0, 1]; use method='ctl'.")
     a = _head_values(head, b)[b.alive]  # log psi = log sigmoid(raw)
     target = y[:, None].expand_as(b.alive)[b.alive].float().clamp(0, 1)
     log_not = torch.log1p(-torch.exp(a).clamp_max(1 - 1e-6))
@@ -241,7 +241,7 @@ def train_twist(
     if pool is not None and cfg.holdout > 0:
         n_held = int(round(cfg.holdout * cfg.batch))
         if n_held < 1 or n_held >= cfg.batch:
-            raise HindsightError(f"--holdout {cfg.holdout} leaves no rows on one side of a pool of {cfg.batch}.")
+            raise HindsightError(f"holdout={cfg.holdout} leaves no rows on one side of a pool of {cfg.batch}.")
         pool, held = split_batch(pool, n_held)
     best: tuple[float, dict] | None = None
 
@@ -280,12 +280,12 @@ def train_twist(
             loss = loss_fn(head, batch, ref, rows)
             if loss is None and pool is not None:  # the pool never changes: waiting would not help
                 raise HindsightError(f"No completion in the pool of {cfg.batch} had phi > 0; draw a larger pool "
-                                     "(--batch) or use a softer potential.")
+                                     "(batch) or use a softer potential.")
             if loss is None:
                 barren += 1
                 if barren >= 20:
                     raise HindsightError("No drawn completion had phi > 0 in 20 batches; the potential is too "
-                                         "rare for this proposal (try a softer potential or a larger --batch).")
+                                         "rare for this proposal (try a softer potential or a larger batch).")
                 break
             barren = 0
             opt.zero_grad()
