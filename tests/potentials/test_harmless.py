@@ -5,7 +5,7 @@ import torch
 
 from hindsight.errors import HindsightError
 from hindsight.potentials.harmless import HarmlessClassifier, save_classifier
-from tests.potentials.contract import PotentialContract
+from hindsight.testing import PotentialContract
 from tests.potentials.test_potentials import TEXTS, TextInputs
 
 pytest.importorskip("sklearn")
