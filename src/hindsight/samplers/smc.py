@@ -1,8 +1,9 @@
 """Sequential Monte Carlo towards ``sigma(x) ∝ p(x | prompt) · phi(x)``: bootstrap, twisted and conditional.
 
 One short loop over the steps of :mod:`hindsight.samplers.particles` serves every variant. ``N`` particles
-share the prompt's KV cache (``lm.start``); each step proposes one token per particle from ``q(s | s_<t) ∝ p(s | s_<t) · psi_t(s_<t, s)`` (``psi = 1`` without a twist, so
-``q = p``: bootstrap SMC), multiplies the particle's weight by the incremental weight
+share the prompt's KV cache (``lm.start``); each step proposes one token per particle from
+``q(s | s_<t) ∝ p(s | s_<t) · psi_t(s_<t, s)`` (``psi = 1`` without a twist, so ``q = p``: bootstrap SMC),
+multiplies the particle's weight by the incremental weight
 
     log w_t = log sum_s p(s | s_<t) psi_t(s_<t, s) - log psi_{t-1}(s_<t)
 
