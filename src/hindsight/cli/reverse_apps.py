@@ -13,10 +13,10 @@ from hindsight.experiments.citation import CitationEval
 from hindsight.experiments.jailbreak import JailbreakEval
 from hindsight.experiments.runner import Loaders, run_experiment
 from hindsight.records.results import ResultFile
-from hindsight.lm import LanguageModel
 from hindsight.reverse.citation import SEARCHES, cite as cite_summary, split_sentences
 from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, defend as run_defence, make_filter
 from hindsight.reverse.generation import make_reverse_generator
+from hindsight.reverse.models import ReverseModel, load_reverse_model
 from hindsight.reverse.scorers import SCORERS, make_scorer
 
 REVERSE_MODEL_OPTION = typer.Option(
@@ -25,8 +25,8 @@ REVERSE_MODEL_OPTION = typer.Option(
 DATA_OPTION = typer.Option(None, "--data", help="The data folder (default: shared/data or $HINDSIGHT_DATA).")
 
 
-def _reverse_lm(path: str | None, device: str | None) -> LanguageModel | None:
-    return get_model(path, device) if path else None
+def _reverse_lm(path: str | None, device: str | None) -> ReverseModel | None:
+    return load_reverse_model(path, device) if path else None
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:

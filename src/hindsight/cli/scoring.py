@@ -22,7 +22,7 @@ def build_scorer(name: str, model: str | None, reverse_model: str | None, device
                  quiet: bool = False) -> PairScorer:
     """Check the names first (one-line errors before any loading), then load what the scorer needs."""
     from hindsight.reverse.scorers import make_scorer
-    from hindsight.reverse.training import load_reverse_model, resolve_reverse_dir
+    from hindsight.reverse.models import load_reverse_model, resolve_reverse_dir
 
     if name.partition("@")[0] not in SCORERS:
         raise HindsightError(f"Unknown scorer {name!r}; choose one of {', '.join(SCORERS)}.")
@@ -32,7 +32,7 @@ def build_scorer(name: str, model: str | None, reverse_model: str | None, device
             raise HindsightError(f"Scorer {name} needs a reverse-trained model: pass --reverse-model PATH.")
         resolve_reverse_dir(reverse_model)
         rev = load_reverse_model(reverse_model, device=device)
-    lm = rev if rev is not None else get_model(model, device, quiet=quiet)
+    lm = rev.lm if rev is not None else get_model(model, device, quiet=quiet)
     return make_scorer(name, lm, task=task, reverse_lm=rev)
 
 

@@ -11,7 +11,6 @@ Conventions:
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.infra import seeded_generator
 from hindsight.lm.sampling import sample_next
 
 
@@ -94,6 +94,7 @@ class LanguageModel(ABC):
     eos_token_ids: list[int]
     pad_token_id: int
     device: torch.device
+    hidden_size: int  # width of the last hidden state (``DecodeState.hidden``), what twist heads read
 
     def __init__(self) -> None:
         self.counters = Counters()
@@ -220,8 +221,7 @@ class LanguageModel(ABC):
         check_sampling_args(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
         ids = self.prompt_ids(prompt, use_chat=use_chat)
         self.check_length(len(ids), max_tokens)
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(seed if seed is not None else int(time.time_ns() % (2**31)))
+        gen = seeded_generator(seed)
         state = self.start(ids, n)
         total = torch.zeros(n, dtype=torch.float64)
         lengths = torch.zeros(n, dtype=torch.long)
