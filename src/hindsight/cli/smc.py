@@ -9,8 +9,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out,
-                                  print_json, progress_bar)
+from hindsight.api import SMCRequest
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute, get_model,
+                                  num, out, print_json, progress_bar)
 from hindsight.errors import HindsightError
 from hindsight.evaluation.results import ResultFile
 
@@ -58,26 +59,21 @@ def smc(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample from p(x | prompt) * phi(x) with (twisted) sequential Monte Carlo."""
-    from hindsight.samplers.smc import run_smc
-
-    lm, ids, pot = _setup(model, device, prompt, raw, potential)
-    head = _load_twist(twist, lm)
-    res = run_smc(lm, ids, pot, particles, max_tokens, twist=head, resample=resample, ess_threshold=ess_threshold,
-                  seed=seed, min_tokens=min_tokens)
+    res = execute(SMCRequest(prompt=prompt, potential=potential, particles=particles, max_tokens=max_tokens,
+                             twist=str(twist) if twist else None, resample=resample, ess_threshold=ess_threshold,
+                             min_tokens=min_tokens, raw=raw, seed=seed, model=model), device)
     if json_out:
-        print_json({"model": lm.name, "prompt": prompt, "potential": pot.name, "twist": str(twist) if twist else None,
-                    "seed": seed, "particles": particles, "max_tokens": max_tokens, **res.as_dict()})
+        print_json(res)
         return
-    sampler = "twisted" if head is not None else "bootstrap"
-    table = Table(title=f"{sampler} SMC, {particles} particles, {pot.name}: log Z-hat = {res.log_z:.3f}, "
-                        f"{res.seconds:.1f}s, resampled {sum(res.resampled)}x")
+    table = Table(title=f"{res['sampler']} SMC, {particles} particles, {res['potential']}: "
+                        f"log Z-hat = {num(res['log_z'])}, {res['seconds']:.1f}s, resampled {res['resampled']}x")
     for col, just in (("#", "right"), ("weight", "right"), ("log phi", "right"), ("text", "left")):
         table.add_column(col, justify=just)
-    order = sorted(range(particles), key=lambda i: -float(res.weights[i]))
-    for i in order:
-        table.add_row(str(i), f"{float(res.weights[i]):.3f}", f"{float(res.log_phi[i]):.2f}", res.texts[i])
+    samples = res["samples"]
+    for i in sorted(range(len(samples)), key=lambda i: -(samples[i]["weight"] or 0.0)):
+        table.add_row(str(i), num(samples[i]["weight"]), num(samples[i]["log_phi"], ".2f"), samples[i]["text"])
     out.print(table)
-    out.print(f"ESS per step: {' '.join(f'{e:.1f}' for e in res.ess)}")
+    out.print(f"ESS per step: {' '.join(f'{e:.1f}' for e in res['ess'])}")
 
 
 def train(
