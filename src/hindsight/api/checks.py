@@ -50,13 +50,18 @@ def sampling(*, n: int = 1, max_tokens: int = 1, temperature: float = 1.0, top_p
         raise InvalidRequest(*problem)
 
 
-def scorer(name: str, reverse_model: str | None, param: str = "scorer") -> None:
-    """A known scorer (``trlm-fo@VARIANT`` allowed), and a reverse model for the ones that need it."""
-    from hindsight.reverse.scorers import SCORERS
+def scorer(name: str, reverse_model: str | None, task: str | None = None, param: str = "scorer") -> None:
+    """A known scorer (``trlm-fo@VARIANT`` a known wording for ``task``), and a reverse model where needed."""
+    from hindsight.reverse.scorers import PROMPT_VARIANTS, SCORERS
 
-    base = name.partition("@")[0]
+    base, _, variant = name.partition("@")
     if base not in SCORERS:
         raise InvalidRequest(param, f"Unknown scorer {name!r}; choose one of {', '.join(SCORERS)}.")
+    if variant and task is not None:
+        known = PROMPT_VARIANTS.get(task, {}).get(base, {})
+        if variant not in known:
+            raise InvalidRequest(param, f"Scorer {base} has no prompt variant {variant!r} for {task}; "
+                                        f"known: {', '.join(known) or 'none'}.")
     if base in REVERSE_SCORERS and reverse_model is None:
         raise InvalidRequest("reverse_model", f"Scorer {name} needs a reverse-trained model: set " + "{param}.")
 
@@ -67,7 +72,7 @@ def scorer_list(names: Sequence[str], reverse_model: str | None, param: str = "s
     if not names and not allow_empty:
         raise InvalidRequest(param, "{param} is empty.")
     for name in names:
-        scorer(name, reverse_model, param)
+        scorer(name, reverse_model, param=param)
 
 
 def potential_spec(spec: str, param: str = "potential") -> None:

@@ -57,8 +57,8 @@ class ScoreRequest(Request):
     reverse_model: str | None = None
 
     def validate(self) -> Self:
-        checks.scorer(self.scorer, self.reverse_model)
         checks.one_of("task", self.task, SCORE_TASKS, "scoring task")
+        checks.scorer(self.scorer, self.reverse_model, self.task)
         return self
 
 
@@ -79,7 +79,7 @@ class RerankRequest(Request):
 
     def validate(self) -> Self:
         checks.sampling(n=self.n, max_tokens=self.max_tokens, temperature=self.temperature)
-        checks.scorer(self.scorer, self.reverse_model)
+        checks.scorer(self.scorer, self.reverse_model, "answer")
         return self
 
 
@@ -106,7 +106,7 @@ class RetrieveRequest(Request):
         checks.at_least("top_k", self.top_k, 1)
         checks.at_least("max_words", self.max_words, 1)
         if self.scorer is not None:
-            checks.scorer(self.scorer, self.reverse_model)
+            checks.scorer(self.scorer, self.reverse_model, "retrieval")
         return self
 
 
@@ -124,7 +124,7 @@ class CiteRequest(Request):
 
     def validate(self) -> Self:
         checks.one_of("search", self.search, SEARCHES)
-        checks.scorer(self.scorer, self.reverse_model)
+        checks.scorer(self.scorer, self.reverse_model, "citation")
         checks.not_empty("summary", self.summary)
         checks.not_empty("article", self.article)
         return self

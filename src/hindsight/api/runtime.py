@@ -113,7 +113,7 @@ class Runtime:
         from hindsight.api import checks
         from hindsight.reverse.scorers import make_scorer
 
-        checks.scorer(name, reverse_model)
+        checks.scorer(name, reverse_model, task)
         rev = self.reverse_model(reverse_model) if name.partition("@")[0] in checks.REVERSE_SCORERS else None
         lm = rev if rev is not None else self.model(model)
         with blame("scorer"):
