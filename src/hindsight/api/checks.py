@@ -72,7 +72,10 @@ def scorer_list(names: Sequence[str], reverse_model: str | None, param: str = "s
     if not names and not allow_empty:
         raise InvalidRequest(param, "{param} is empty.")
     for name in names:
-        scorer(name, reverse_model, param=param)
+        scorer(name, "" if reverse_model is None else reverse_model, param=param)
+    if reverse_model is None and any(n.partition("@")[0] in REVERSE_SCORERS for n in names):
+        raise InvalidRequest("reverse_model", "Scorers trlm-ba / trlm-foba need a reverse-trained model: set "
+                                              "{param}.")
 
 
 def potential_spec(spec: str, param: str = "potential") -> None:

@@ -9,6 +9,7 @@ from typing import Self
 
 from hindsight.api import checks
 from hindsight.api.base import Request
+from hindsight.api.errors import InvalidRequest
 
 from hindsight.potentials.self_eval import VALUE_RULES
 from hindsight.reverse.citation import SEARCHES
@@ -100,9 +101,9 @@ class RetrieveRequest(Request):
 
     def validate(self) -> Self:
         if (self.passages is None) == (self.corpus is None):
-            raise checks.InvalidRequest("passages", "A retrieve request needs exactly one of passages and corpus.")
+            raise InvalidRequest("passages", "A retrieve request needs exactly one of passages and corpus.")
         if self.passages is not None and not self.passages:
-            raise checks.InvalidRequest("passages", "{param} is empty.")
+            raise InvalidRequest("passages", "{param} is empty.")
         checks.at_least("top_k", self.top_k, 1)
         checks.at_least("max_words", self.max_words, 1)
         if self.scorer is not None:

@@ -76,6 +76,21 @@ def smc(
     out.print(f"ESS per step: {' '.join(f'{e:.1f}' for e in res['ess'])}")
 
 
+def _resume(out_path: Path, lm, meta: dict):
+    """(head, optimizer state, history) of a twist file trained for the same model, prompt and potential."""
+    from hindsight.twists.checkpoint import load_twist
+    from hindsight.twists.train import History
+
+    head, old, opt_state = load_twist(out_path, device=lm.device, lm=lm)
+    for key in ("model", "prompt", "potential"):
+        if old.get(key) != meta[key]:
+            raise HindsightError(f"{out_path} was trained with {key} {old.get(key)!r}, not {meta[key]!r}; "
+                                 "use --fresh to overwrite it.")
+    history = History(**old["history"])
+    err.print(f"resuming {out_path} from step {history.steps[-1] if history.steps else 0}")
+    return head, opt_state, history
+
+
 def train(
     potential: str = POTENTIAL_OPTION,
     prompt: str = typer.Option(..., "--prompt", help="The prompt the twist is trained for."),
@@ -113,7 +128,7 @@ def train(
 ) -> None:
     """Train a twist head on the frozen model (saved after every batch; rerun to resume)."""
     from hindsight.samplers.smc import trace_drawer
-    from hindsight.twists.checkpoint import load_twist, save_twist
+    from hindsight.twists.checkpoint import save_twist
     from hindsight.twists.heads import make_head
     from hindsight.twists.train import History, TrainConfig, plot_history, train_twist
 
@@ -124,21 +139,14 @@ def train(
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     meta = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": potential, "config": cfg.__dict__,
             "seed": seed}
-    opt_state, history = None, History()
     if out_path.exists() and not fresh:
-        head, old, opt_state = load_twist(out_path, device=lm.device, lm=lm)
-        for key in ("model", "prompt", "potential"):
-            if old.get(key) != meta[key]:
-                raise HindsightError(f"{out_path} was trained with {key} {old.get(key)!r}, not {meta[key]!r}; "
-                                     "use --fresh to overwrite it.")
-        history = History(**old["history"])
-        err.print(f"resuming {out_path} from step {history.steps[-1] if history.steps else 0}")
+        head, opt_state, history = _resume(out_path, lm, meta)
     else:
         if memory and head_kind != "tied":
             raise HindsightError("--memory needs --head tied.")
         extra = {"rank": rank, "memory": memory} if head_kind == "tied" else {}
         head = make_head(head_kind, lm.hidden_size, lm.vocab_size, bounded=method == "fudge", **extra)
-        head = head.to(lm.device).attach(lm)
+        head, opt_state, history = head.to(lm.device).attach(lm), None, History()
     plot_path = plot or out_path.with_suffix(".png")
 
     def save(step, opt, hist):
