@@ -45,7 +45,10 @@ def choose_layout(model, layout: str) -> str:
     if layout == "shared" and not covers(model):
         return "per-row"
     if layout == "shared":
-        install(model)
+        try:
+            install(model)
+        except (ValueError, NotImplementedError):  # a model that refuses registered attention functions
+            return "per-row"
     return layout
 
 
