@@ -5,7 +5,7 @@ Samples N sequences of exactly T new tokens (EOS masked, as ``min_new_tokens`` d
 (``lm.kv_layout``), and with ``model.generate(num_return_sequences=N)``. The prefix LRU is cleared before each
 engine run, so every run pays for its prefill as generate does. ``--prompt-tokens P`` uses a random P-token
 prompt instead of the short chat prompt (generate then prefills N copies of it: time it once with
-``--generate-repeats 1``). Targets: shared / generate <= 1.10 at the default prompt; per-row / shared >= 1.5 at
+``--generate-repeats 1``, or 0 to skip it). Targets: shared / generate <= 1.10 at the default prompt; per-row / shared >= 1.5 at
 P=512, N=64.
 
     python bench/decode.py [--model smollm2-135m] [--n 16] [--tokens 32] [--repeats 5] [--prompt-tokens 512]
@@ -71,7 +71,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--prompt-tokens", type=int, default=0, help="a random prompt of this many tokens (0: chat)")
-    ap.add_argument("--generate-repeats", type=int, default=None, help="timed generate runs (default --repeats)")
+    ap.add_argument("--generate-repeats", type=int, default=None,
+                    help="timed generate runs (default --repeats; 0: not timed, its ratios print nan)")
+    ap.add_argument("--select-only", action="store_true", help="time only the runs that resample every step")
     args = ap.parse_args()
     lm = load_model(args.model)
     if args.prompt_tokens:
@@ -80,7 +82,8 @@ def main() -> None:
         ids = lm.chat(PROMPT)
     same = [engine_run(lm, ids, args.n, args.tokens, True, layout=k)[0] for k in ("per-row", "shared")]
     assert torch.equal(same[0], same[1]), "the two layouts sampled different tokens"
-    runs = {f"engine{'+select' if sel else ''} {lay}": (sel, lay) for sel in (False, True)
+    runs = {f"engine{'+select' if sel else ''} {lay}": (sel, lay) for sel in ((True,) if args.select_only else
+                                                                                   (False, True))
             for lay in ("per-row", "shared")}
     total: dict[str, list[float]] = {k: [] for k in runs}
     steps: dict[str, list[float]] = {k: [] for k in runs}
@@ -92,10 +95,12 @@ def main() -> None:
             steps[k].append(step_s)
     times = {k: statistics.median(v) for k, v in total.items()}
     step_ms = {k: 1000 * statistics.median(v) / args.tokens for k, v in steps.items()}
-    out = hf_run(lm, ids, args.n, args.tokens)
-    assert out.shape == (args.n, len(ids) + args.tokens), out.shape
-    times["generate"] = timed(lambda: hf_run(lm, ids, args.n, args.tokens), args.generate_repeats or args.repeats)
-    base = times["generate"]
+    reps = args.repeats if args.generate_repeats is None else args.generate_repeats
+    if reps:
+        out = hf_run(lm, ids, args.n, args.tokens)
+        assert out.shape == (args.n, len(ids) + args.tokens), out.shape
+        times["generate"] = timed(lambda: hf_run(lm, ids, args.n, args.tokens), reps)
+    base = times.get("generate", float("nan"))
     print(f"model={lm.name} device={lm.device} N={args.n} tokens={args.tokens} prompt={len(ids)} tokens "
           f"threads={torch.get_num_threads()} repeats={args.repeats} (median; each engine run includes its prefill)")
     for k, v in times.items():
