@@ -1,5 +1,7 @@
 """Checks on a CUDA device: the engine and the samplers give the CPU's answers there, in float32 exactly and in
 the default bfloat16 within rounding, and nothing lands on the wrong device. Not a test (CI has no GPU).
+Every GPU check runs under both KV layouts (``shared``: the prompt's cache once, two-part attention; ``per-row``)
+against the CPU's per-row engine.
 
     PYTHONPATH=src python bench/cuda_check.py [--smol DIR]
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from hindsight.lm.cascade import SharedPrefixCache
 from hindsight.lm.hf import load_checkpoint
 from hindsight.lm.toy import save_checkpoint, tiny_model, toy_model
 from hindsight.potentials import parse_potential
@@ -54,6 +57,11 @@ def engine_checks(cpu, gpu, label: str, tol: float) -> None:
     d = max_diff([sc.logprobs.exp()], [sg.logprobs.float().exp()])  # probabilities: bf16 blurs tiny ones' logs
     check(f"{label}: start/step/select", d < tol / 4, f"max |diff| of next-token probabilities {d:.2e}")
     check(f"{label}: hidden on device", sg.hidden.device.type == gpu.device.type and bool(torch.isfinite(sg.logprobs).all()))
+    check(f"{label}: layout", isinstance(sg.cache, SharedPrefixCache) == (gpu.kv_layout == "shared"), gpu.kv_layout)
+    lp = gpu.extend(sg, torch.stack([toks, toks], 1).to(gpu.device))
+    ref = cpu.score([prompt + r.tolist() for r in sc.tokens], [[int(t)] * 2 for t in toks])
+    d = max_diff([lp.exp()], [torch.stack(ref).exp()])
+    check(f"{label}: extend after select", d < tol / 4, f"max |diff| of probabilities {d:.2e}")
     a = cpu.generate(prompt, n=4, max_tokens=6, seed=3)
     b = gpu.generate(prompt, n=4, max_tokens=6, seed=3)
     same = [x.tokens for x in a] == [y.tokens for y in b]
@@ -98,11 +106,14 @@ def main() -> None:
     for make, name in ((toy_model, "toy"), (tiny_model, "tiny")):
         save_checkpoint(make(), tmp / name)
         cpu = load_checkpoint(tmp / name, device="cpu")
+        cpu.kv_layout = "per-row"  # the reference
         for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 0.1)):
             gpu = load_checkpoint(tmp / name, device=args.device, dtype=dtype)
-            label = f"{name} {str(dtype).split('.')[-1]}"
-            engine_checks(cpu, gpu, label, tol)
-            smc_checks(cpu, gpu, label, tol)
+            for layout in ("shared", "per-row"):
+                gpu.kv_layout = layout
+                label = f"{name} {str(dtype).split('.')[-1]} {layout}"
+                engine_checks(cpu, gpu, label, tol)
+                smc_checks(cpu, gpu, label, tol)
     if args.smol:
         src = Path(args.smol)
         model_dir = src
@@ -116,10 +127,13 @@ def main() -> None:
             AutoTokenizer.from_pretrained(src).save_pretrained(model_dir)
             print(f"random weights with {src.name}'s architecture in {model_dir}", flush=True)
         bench = Path(__file__).resolve().parent
+        long = ["--prompt-tokens", "512", "--generate-repeats", "1"]
         for script, extra in (("decode.py", []), ("smc.py", ["--potential", "regex:the"]),
-                              ("decode.py", ["--n", "64"]), ("smc.py", ["--particles", "64", "--potential", "regex:the"])):
-            cmd = [sys.executable, str(bench / script), "--model", str(model_dir), "--repeats", str(args.repeats),
-                   *extra]
+                              ("decode.py", ["--n", "64"]), ("smc.py", ["--particles", "64", "--potential", "regex:the"]),
+                              ("memory.py", ["--n", "256"]), ("memory.py", ["--n", "1024"]),
+                              ("decode.py", ["--n", "256", *long]), ("decode.py", ["--n", "1024", *long])):
+            reps = [] if script == "memory.py" else ["--repeats", str(args.repeats)]
+            cmd = [sys.executable, str(bench / script), "--model", str(model_dir), *reps, *extra]
             print("$", " ".join(cmd[1:]), flush=True)
             r = subprocess.run(cmd, capture_output=True, text=True)
             print(r.stdout.strip(), flush=True)

@@ -1,7 +1,9 @@
-"""Peak memory of a shared prompt: ``start(prompt of P tokens, n)`` then S steps, for n=1 and n=N, same run.
+"""Peak memory of a shared prompt: ``start(prompt of P tokens, n)`` then S steps, for n=1 and n=N, under both KV
+layouts (``shared``: the prompt's cache once; ``per-row``: transformers' cache, one prompt copy per row), same run.
 
 Each configuration runs in a fresh subprocess so that peaks do not mix; on CUDA it reads
-``torch.cuda.max_memory_allocated``, on CPU the process's peak resident set (ru_maxrss) above the loaded model.
+``torch.cuda.max_memory_allocated``, on CPU the process's peak resident set (VmHWM) above the loaded model.
+Target: shared, P=512, N=64, S=32: <= 150 MB above the model.
 
     python bench/memory.py [--prompt-tokens 512] [--n 64] [--steps 32]
 """
@@ -36,10 +38,11 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child(model: str | None, prompt_tokens: int, n: int, steps: int) -> dict:
+def child(model: str | None, prompt_tokens: int, n: int, steps: int, layout: str) -> dict:
     from hindsight.lm import load_model
 
     lm = load_model(model)
+    lm.kv_layout = layout
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 20000, (prompt_tokens,), generator=gen).tolist()
     cuda = lm.device.type == "cuda"
@@ -56,7 +59,7 @@ def child(model: str | None, prompt_tokens: int, n: int, steps: int) -> dict:
     cfg = lm.model.config
     kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
     kv_per_token *= torch.finfo(next(lm.model.parameters()).dtype).bits // 8
-    return {"n": n, "peak_above_model_mb": (peak - base) / 2**20,
+    return {"n": n, "layout": lm.kv_layout, "peak_above_model_mb": (peak - base) / 2**20,
             "kv_cache_mb": kv_per_token * n * (prompt_tokens + steps) / 2**20,
             "shared_prompt_kv_mb": kv_per_token * (prompt_tokens + n * steps) / 2**20, "device": str(lm.device)}
 
@@ -68,21 +71,27 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--layout", default="shared", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.model, args.prompt_tokens, args.child, args.steps)))
+        print(json.dumps(child(args.model, args.prompt_tokens, args.child, args.steps, args.layout)))
         return
-    rows = []
-    for n in (1, args.n):
-        cmd = [sys.executable, __file__, "--child", str(n), "--prompt-tokens", str(args.prompt_tokens),
-               "--steps", str(args.steps)] + (["--model", args.model] if args.model else [])
-        rows.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
-    print(f"prompt={args.prompt_tokens} tokens, steps={args.steps}, device={rows[0]['device']}")
-    for r in rows:
-        print(f"  n={r['n']:<4} peak above model {r['peak_above_model_mb']:8.1f} MB   "
-              f"KV cache held (per-row copies) {r['kv_cache_mb']:7.1f} MB   "
-              f"if the prompt were shared {r['shared_prompt_kv_mb']:6.1f} MB")
-    print(f"RATIO peak n={args.n} / n=1 = {rows[1]['peak_above_model_mb'] / max(rows[0]['peak_above_model_mb'], 1e-9):.1f}")
+    rows = {}
+    for layout in ("per-row", "shared"):
+        for n in (1, args.n):
+            cmd = [sys.executable, __file__, "--child", str(n), "--prompt-tokens", str(args.prompt_tokens),
+                   "--steps", str(args.steps), "--layout", layout] + (["--model", args.model] if args.model else [])
+            rows[layout, n] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    first = rows["shared", 1]
+    print(f"prompt={args.prompt_tokens} tokens, steps={args.steps}, device={first['device']}; KV cache if held "
+          f"per row: {rows['per-row', args.n]['kv_cache_mb']:.1f} MB, with the prompt once: "
+          f"{first['shared_prompt_kv_mb'] if args.n == 1 else rows['shared', args.n]['shared_prompt_kv_mb']:.1f} MB")
+    for (layout, n), r in rows.items():
+        print(f"  {layout:<8} n={n:<4} peak above model {r['peak_above_model_mb']:8.1f} MB   (engine used {r['layout']})")
+    peak = {k: max(r["peak_above_model_mb"], 1e-9) for k, r in rows.items()}
+    print(f"RATIO peak n={args.n} / n=1: per-row {peak['per-row', args.n] / peak['per-row', 1]:.1f}, "
+          f"shared {peak['shared', args.n] / peak['shared', 1]:.1f}")
+    print(f"RATIO peak per-row/shared at n={args.n} = {peak['per-row', args.n] / peak['shared', args.n]:.1f}")
 
 
 if __name__ == "__main__":

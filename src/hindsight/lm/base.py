@@ -25,24 +25,30 @@ from hindsight.lm.sampling import sample_next
 
 @dataclass
 class Counters:
-    """Cost counters: forward passes, token positions computed, seconds spent in forward passes."""
+    """Cost counters: forward passes, token positions computed, seconds spent in forward passes, and prefills
+    served from the prefix cache (``prefix_hits``: starts that reused one; ``prefix_tokens``: positions reused)."""
 
     forward_passes: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    prefix_hits: int = 0
+    prefix_tokens: int = 0
 
     def snapshot(self) -> Counters:
-        return Counters(self.forward_passes, self.tokens, self.seconds)
+        return Counters(self.forward_passes, self.tokens, self.seconds, self.prefix_hits, self.prefix_tokens)
 
     def since(self, earlier: Counters) -> Counters:
         return Counters(
             self.forward_passes - earlier.forward_passes,
             self.tokens - earlier.tokens,
             self.seconds - earlier.seconds,
+            self.prefix_hits - earlier.prefix_hits,
+            self.prefix_tokens - earlier.prefix_tokens,
         )
 
     def as_dict(self) -> dict[str, float]:
-        return {"forward_passes": self.forward_passes, "tokens": self.tokens, "seconds": round(self.seconds, 4)}
+        return {"forward_passes": self.forward_passes, "tokens": self.tokens, "seconds": round(self.seconds, 4),
+                "prefix_hits": self.prefix_hits, "prefix_tokens": self.prefix_tokens}
 
 
 @dataclass

@@ -1,13 +1,16 @@
 """The transformers backend: any local causal LM, on CPU or GPU.
 
-The decoding engine keeps a transformers ``DynamicCache`` per ``DecodeState``. A prompt is prefilled once with
-batch size 1 and its cache rows are *expanded* (a view) to ``n`` rows; ``select`` gathers rows of every layer's
-keys/values into a new cache, so resampling and branching never recompute a prefix.
+A prompt is prefilled once with batch size 1 (or found in the prefix LRU, see ``prefix_cache.py``). Two cache
+layouts (``kv_layout``):
+
+- ``"shared"`` (default where ``cascade.covers`` the model): the prompt's keys/values are held once and each row's
+  own tokens apart (``cascade.SharedPrefixCache``); ``select`` gathers only the rows' own tokens.
+- ``"per-row"`` (``HINDSIGHT_KV_LAYOUT=per-row``, or any other model type): a transformers ``DynamicCache``
+  whose prompt rows are an expanded view; the first ``step`` materialises one copy of the prompt per row.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import os
 import time
@@ -19,8 +22,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
 from hindsight.errors import HindsightError
-from hindsight.infra import replace_dir, temp_path
+from hindsight.lm import cascade
 from hindsight.lm.base import DecodeState, LanguageModel
+from hindsight.lm.cascade import SharedPrefixCache, expand_rows, prefix_tensors, take_rows
+from hindsight.lm.prefix_cache import Prefill, PrefixLRU
 
 
 def quiet_offline_transformers(progress_bars: bool = False) -> None:
@@ -47,7 +52,8 @@ def default_device() -> torch.device:
 class HFLanguageModel(LanguageModel):
     """A transformers causal LM behind the :class:`LanguageModel` interface."""
 
-    def __init__(self, model, tokenizer, name: str = "model", device: str | torch.device | None = None) -> None:
+    def __init__(self, model, tokenizer, name: str = "model", device: str | torch.device | None = None,
+                 kv_layout: str | None = None) -> None:
         super().__init__()
         self.device = torch.device(device) if device is not None else model.device
         self.model = model.to(self.device).eval()
@@ -65,6 +71,17 @@ class HFLanguageModel(LanguageModel):
         pad = tokenizer.pad_token_id
         self.pad_token_id = int(pad) if pad is not None else self.eos_token_ids[0]
         self._softcap = getattr(cfg, "final_logit_softcapping", None)
+        self.prefixes = PrefixLRU()
+        self.kv_layout = kv_layout or os.environ.get("HINDSIGHT_KV_LAYOUT", "shared")
+
+    @property
+    def kv_layout(self) -> str:
+        """``"shared"`` (one copy of the prompt's KV cache) or ``"per-row"``; applies to states started later."""
+        return self._kv_layout
+
+    @kv_layout.setter
+    def kv_layout(self, layout: str) -> None:
+        self._kv_layout = cascade.choose_layout(self.model, layout)
 
     # ---- text -------------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -89,6 +106,7 @@ class HFLanguageModel(LanguageModel):
     def _forward(self, input_ids, *, cache=None, attention_mask=None, position_ids=None, all_logits=False):
         """One forward pass; returns (logits of the last position or all, last-layer hidden states, cache)."""
         t0 = time.perf_counter()
+        extra = {"shared_prefix": cache} if isinstance(cache, SharedPrefixCache) else {}
         with torch.no_grad():
             out = self.model(
                 input_ids=input_ids,
@@ -98,6 +116,7 @@ class HFLanguageModel(LanguageModel):
                 output_hidden_states=True,
                 logits_to_keep=0 if all_logits else 1,
                 **{self._cache_kwarg: cache},
+                **extra,
             )
         self.counters.forward_passes += 1
         self.counters.tokens += int(input_ids.numel())
@@ -126,17 +145,40 @@ class HFLanguageModel(LanguageModel):
             raise HindsightError("The prompt is empty.")
         if len(ids) >= self.max_length:
             raise HindsightError(f"The prompt is {len(ids)} tokens; {self.name} has a context of {self.max_length}.")
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        logits, hidden, cache = self._forward(x, cache=DynamicCache())
-        logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        pre = self._prefill(ids)
+        if self.kv_layout == "shared":
+            cache = SharedPrefixCache.from_prefix(pre.keys, pre.values, n)
+        else:
+            cache = expand_rows(DynamicCache(ddp_cache_data=list(zip(pre.keys, pre.values))), n)
         return DecodeState(
             prompt_ids=ids,
             tokens=torch.zeros((n, 0), dtype=torch.long, device=self.device),
             done=torch.zeros(n, dtype=torch.bool, device=self.device),
-            logprobs=logprobs.expand(n, -1),
-            hidden=hidden[:, -1].expand(n, -1),
-            cache=_expand_cache(cache, n),
+            logprobs=pre.logprobs.expand(n, -1),
+            hidden=pre.hidden.expand(n, -1),
+            cache=cache,
         )
+
+    def _prefill(self, ids: list[int]) -> Prefill:
+        """The prompt's keys/values and next-token distribution: from the LRU, or prefilled on top of the
+        longest stored prefix of it (counted in ``counters.prefix_hits``/``prefix_tokens``)."""
+        key = tuple(ids)
+        hit = self.prefixes.lookup(key)
+        if hit is not None:
+            self.counters.prefix_hits += 1
+            self.counters.prefix_tokens += len(hit.ids)
+            if len(hit.ids) == len(ids):
+                return hit
+        past = DynamicCache() if hit is None else DynamicCache(ddp_cache_data=list(zip(hit.keys, hit.values)))
+        done = 0 if hit is None else len(hit.ids)
+        x = torch.tensor([ids[done:]], dtype=torch.long, device=self.device)
+        pos = None if hit is None else torch.arange(done, len(ids), device=self.device)[None]
+        logits, hidden, cache = self._forward(x, cache=past, position_ids=pos)
+        layers = cache.layers
+        pre = Prefill(key, [lay.keys for lay in layers], [lay.values for lay in layers],
+                      torch.log_softmax(logits[:, -1].float(), dim=-1), hidden[:, -1])
+        self.prefixes.put(pre)
+        return pre
 
     def step(self, state: DecodeState, tokens: torch.Tensor) -> DecodeState:
         tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device).reshape(-1)
@@ -181,13 +223,14 @@ class HFLanguageModel(LanguageModel):
             raise HindsightError("select needs at least one row.")
         if int(idx.min()) < 0 or int(idx.max()) >= state.n:
             raise HindsightError(f"select got a row outside 0..{state.n - 1}.")
+        tokens = state.tokens[idx]
         return DecodeState(
             prompt_ids=state.prompt_ids,
-            tokens=state.tokens[idx],
+            tokens=tokens,
             done=state.done[idx],
             logprobs=state.logprobs[idx],
             hidden=state.hidden[idx],
-            cache=_take_cache(state.cache, idx),
+            cache=cascade.fold_common(take_rows(state.cache, idx), tokens),
         )
 
     # ---- scoring ------------------------------------------------------------------------------------------
@@ -210,6 +253,8 @@ class HFLanguageModel(LanguageModel):
                 f"A sequence of {offset + longest} tokens exceeds {self.name}'s context of {self.max_length}."
             )
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        shared = prefix is not None and isinstance(prefix.cache, SharedPrefixCache)
+        pre_kv = prefix_tensors(prefix.cache) if shared else None
         i = 0
         while i < len(order):
             width = max(len(seqs[order[i]]), 1)
@@ -228,7 +273,10 @@ class HFLanguageModel(LanguageModel):
             pos = (mask.cumsum(-1) - 1).clamp_min(0) + offset
             cache = None
             if prefix is not None:
-                cache = _expand_cache(_take_cache(prefix.cache, torch.zeros(1, dtype=torch.long)), len(group))
+                if shared:  # the prefix once, every context as its own rows
+                    cache = SharedPrefixCache.from_prefix(*pre_kv, len(group))
+                else:
+                    cache = expand_rows(take_rows(prefix.cache, torch.zeros(1, dtype=torch.long)), len(group))
                 mask = torch.cat([torch.ones((len(group), offset), dtype=torch.long), mask], dim=1)
             _, hidden, _ = self._forward(
                 ids.to(self.device),
@@ -308,39 +356,6 @@ def _gather_chunked(head, h: torch.Tensor, targets: torch.Tensor, chunk: int = 1
     return torch.cat(parts)
 
 
-def _layers(cache) -> list:
-    layers = getattr(cache, "layers", None)
-    if layers is None:
-        raise HindsightError("This model's KV cache type is not supported by the decoding engine.")
-    return layers
-
-
-def _take_cache(cache, idx: torch.Tensor):
-    """A new cache holding rows ``idx`` of every layer (the old cache stays valid)."""
-    new = copy.copy(cache)
-    new.layers = []
-    for layer in _layers(cache):
-        lay = copy.copy(layer)
-        if getattr(lay, "keys", None) is not None and lay.keys.numel() > 0:
-            lay.keys = lay.keys.index_select(0, idx.to(lay.keys.device))
-            lay.values = lay.values.index_select(0, idx.to(lay.values.device))
-        new.layers.append(lay)
-    return new
-
-
-def _expand_cache(cache, n: int):
-    """The same cache seen as ``n`` identical rows, without copying (a broadcast view)."""
-    new = copy.copy(cache)
-    new.layers = []
-    for layer in _layers(cache):
-        lay = copy.copy(layer)
-        if getattr(lay, "keys", None) is not None and lay.keys.numel() > 0:
-            lay.keys = lay.keys.expand(n, *lay.keys.shape[1:])
-            lay.values = lay.values.expand(n, *lay.values.shape[1:])
-        new.layers.append(lay)
-    return new
-
-
 def _eos_ids(model, tokenizer) -> list[int]:
     ids: list[int] = []
     gen = getattr(model, "generation_config", None)
@@ -369,20 +384,3 @@ def load_checkpoint(path: str | Path, *, name: str | None = None, device=None, d
         raise HindsightError(f"Could not load a causal LM from {path}: {first}") from None
     return HFLanguageModel(model, tok, name=name or path.name, device=dev)
 
-
-def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
-    """De-quantise a GGUF file once and save it as an ordinary checkpoint directory (atomic rename)."""
-    quiet_offline_transformers(progress_bars=True)  # de-quantising takes a while: show it
-    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    cfg = model.config
-    if hasattr(cfg, "quantization_config"):
-        del cfg.quantization_config  # the weights are plain float now
-    plain = AutoModelForCausalLM.from_config(cfg)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    tmp = temp_path(out_dir)
-    tmp.mkdir(parents=True, exist_ok=True)
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    replace_dir(tmp, out_dir)

@@ -135,7 +135,7 @@ def resolve(name_or_path: str | None, progress: Progress | None = None) -> tuple
             spec = MODELS[name]
             gguf = obtain_gguf(spec, progress)
             progress(f"Converting {spec.filename} to a cached checkpoint (one time, ~20 s)")
-            from hindsight.lm.hf import convert_gguf
+            from hindsight.lm.convert import convert_gguf
 
             convert_gguf(gguf, out)
             (out / "hindsight.json").write_text(json.dumps({"name": name, "source_sha256": spec.sha256}))
