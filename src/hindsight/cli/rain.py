@@ -28,6 +28,7 @@ VALUE_RULE_OPTION = typer.Option(
     help="Self-evaluation value: 'vote' (the reference: one hard vote per option order, so -1, 0 or +1) or "
          "'soft' (2 * mean p(good) - 1; near 0 for a small model).")
 VALUE_THRESHOLD_OPTION = typer.Option(0.8, "--value-threshold", help="... and a value above this (Vt).")
+BATCH_OPTION = typer.Option(1, "--batch", help="Prompts searched together (shared forwards; same answers).")
 EVAL_TOKENS_OPTION = typer.Option(32, "--max-tokens", help="Response tokens at most (vanilla and RAIN alike).")
 
 
@@ -85,6 +86,11 @@ def _check_value_rule(rule: str) -> None:
         raise HindsightError(f"Unknown value rule {rule!r}; choose vote or soft.")
 
 
+def _check_batch(batch: int) -> None:
+    if batch < 1:
+        raise HindsightError(f"--batch must be at least 1 (got {batch}).")
+
+
 def _progress_info(state: dict, rec: dict) -> str:
     state["n"] += 1
     state["iters"] += rec.get("iterations", 0)
@@ -133,6 +139,7 @@ def eval_rain_hh(
     min_visits: int = MIN_VISITS_OPTION,
     value_threshold: float = VALUE_THRESHOLD_OPTION,
     limit: int = LIMIT_OPTION,
+    batch: int = BATCH_OPTION,
     data: str = DATA_OPTION,
     model: str = MODEL_OPTION,
     seed: int = SEED_OPTION,
@@ -143,10 +150,11 @@ def eval_rain_hh(
     from hindsight.evaluation.rain_eval import make_judges, run_rain_hh
 
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
+    _check_batch(batch)
     judges = make_judges(judge, data)
     lm = get_model(model, device)
     summary = _resume_with_bar("rain-hh", out_path, limit, settings, lambda cb: run_rain_hh(
-        lm, out_path, settings=settings, judges=judges, limit=limit, data=data, on_item=cb))
+        lm, out_path, settings=settings, judges=judges, limit=limit, data=data, on_item=cb, batch=batch))
     if json_out:
         print_json(summary)
         return
@@ -171,6 +179,7 @@ def eval_rain_truthfulqa(
     min_visits: int = MIN_VISITS_OPTION,
     value_threshold: float = VALUE_THRESHOLD_OPTION,
     limit: int = LIMIT_OPTION,
+    batch: int = BATCH_OPTION,
     data: str = DATA_OPTION,
     model: str = MODEL_OPTION,
     seed: int = SEED_OPTION,
@@ -181,9 +190,10 @@ def eval_rain_truthfulqa(
     from hindsight.evaluation.rain_eval import run_rain_truthfulqa
 
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
+    _check_batch(batch)
     lm = get_model(model, device)
     summary = _resume_with_bar("rain-truthfulqa", out_path, limit, settings, lambda cb: run_rain_truthfulqa(
-        lm, out_path, settings=settings, limit=limit, data=data, generate=generate, on_item=cb))
+        lm, out_path, settings=settings, limit=limit, data=data, generate=generate, on_item=cb, batch=batch))
     if json_out:
         print_json(summary)
         return

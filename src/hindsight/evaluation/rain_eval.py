@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from hindsight.evaluation.data import dataset_file, read_jsonl
 from hindsight.evaluation.results import ResultFile
 from hindsight.evaluation.stats import format_rate, mean_interval, wilson_interval
 from hindsight.lm.base import LanguageModel
+from hindsight.lm.ragged import generate_many
 from hindsight.potentials.self_eval import Evaluator, SelfEvaluator
 from hindsight.samplers.rain import Rain, RainConfig
 
@@ -164,9 +166,27 @@ def make_rain_evaluator(spec: str, lm: LanguageModel, task: str, data: str | Non
     return make_evaluator(spec, lm, task, value_rule)
 
 
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), max(1, size)):
+        yield items[i: i + max(1, size)]
+
+
+def _vanilla(lm: LanguageModel, prompts: list[str], cfg: RainConfig, seed: int) -> list[tuple[Any, float]]:
+    """Top-k sampling like RAIN's candidates, same token budget, the prompts decoded together like RAIN's
+    searches (each as ``lm.generate`` alone with this seed); returns (text, tokens) and seconds per prompt."""
+    t0 = time.perf_counter()
+    toks = generate_many(lm, [lm.prompt_ids(p) for p in prompts], cfg.max_tokens, top_k=cfg.top_k, seed=seed)
+    secs = (time.perf_counter() - t0) / max(1, len(prompts))
+    return [(SimpleNamespace(text=lm.decode(t), tokens=t), secs) for t in toks]
+
+
 def run_rain_hh(lm: LanguageModel, out: str | Path, *, settings: RunSettings, judges: Sequence[Judge],
-                limit: int = 20, data: str | None = None, on_item: OnItem | None = None) -> dict[str, Any]:
-    """Vanilla sampling (top-k like RAIN's candidates) and RAIN on the first ``limit`` HH prompts."""
+                limit: int = 20, data: str | None = None, on_item: OnItem | None = None,
+                batch: int = 1) -> dict[str, Any]:
+    """Vanilla sampling (top-k like RAIN's candidates) and RAIN on the first ``limit`` HH prompts.
+
+    ``batch`` prompts are searched together (same answers as one at a time; RAIN seconds are the batch's
+    divided among its prompts)."""
     rows = hh_rows(data, min(limit, EVAL_ROWS))
     rf = ResultFile(out, "id")
     evaluator = make_rain_evaluator(settings.evaluator, lm, "harmless", data, settings.value_rule)
@@ -174,26 +194,22 @@ def run_rain_hh(lm: LanguageModel, out: str | Path, *, settings: RunSettings, ju
         lm, "harmless", value_rule=settings.value_rule)
     search = Rain(lm, evaluator, settings.config("harmless"))
     cfg = search.cfg
-    for r in rows:
-        if r["id"] in rf:
-            continue
-        t0 = time.perf_counter()
-        vanilla = lm.generate(r["prompt"], max_tokens=cfg.max_tokens, top_k=cfg.top_k, seed=settings.seed)[0]
-        v_sec = time.perf_counter() - t0
-        res = search.run(r["prompt"])
-        replies = [vanilla.text, res.text]
-        rec: dict[str, Any] = {
-            "id": r["id"], "prompt": r["prompt"], "vanilla": vanilla.text, "rain": res.text,
-            "vanilla_tokens": len(vanilla.tokens), "rain_tokens": len(res.tokens),
-            "vanilla_seconds": round(v_sec, 3), "rain_seconds": round(res.seconds, 3),
-            "iterations": res.iterations, "forward_passes": res.forward_passes,
-            "evaluator": evaluator.name,
-            "self_eval": self_eval.values(r["prompt"], replies).tolist(),
-            "judges": {j.name: j.scores(r["prompt"], replies) for j in judges},
-        }
-        rf.append(rec)
-        if on_item:
-            on_item(rec)
+    for chunk in _chunks([r for r in rows if r["id"] not in rf], batch):
+        vanilla = _vanilla(lm, [r["prompt"] for r in chunk], cfg, settings.seed)
+        for r, (van, v_sec), res in zip(chunk, vanilla, search.run_many([r["prompt"] for r in chunk])):
+            replies = [van.text, res.text]
+            rec: dict[str, Any] = {
+                "id": r["id"], "prompt": r["prompt"], "vanilla": van.text, "rain": res.text,
+                "vanilla_tokens": len(van.tokens), "rain_tokens": len(res.tokens),
+                "vanilla_seconds": round(v_sec, 3), "rain_seconds": round(res.seconds, 3), "batch": res.batch,
+                "iterations": res.iterations, "forward_passes": res.forward_passes,
+                "evaluator": evaluator.name,
+                "self_eval": self_eval.values(r["prompt"], replies).tolist(),
+                "judges": {j.name: j.scores(r["prompt"], replies) for j in judges},
+            }
+            rf.append(rec)
+            if on_item:
+                on_item(rec)
     return summarise_hh([rf.records[r["id"]] for r in rows if r["id"] in rf])
 
 
@@ -249,9 +265,10 @@ def reference_verdict(embed, answer: str, correct: Sequence[str], incorrect: Seq
 
 
 def run_rain_truthfulqa(lm: LanguageModel, out: str | Path, *, settings: RunSettings, limit: int = 20,
-                        data: str | None = None, generate: bool = True,
-                        on_item: OnItem | None = None) -> dict[str, Any]:
-    """MC1/MC2 for every item; with ``generate``, also vanilla vs RAIN answers judged against the references."""
+                        data: str | None = None, generate: bool = True, on_item: OnItem | None = None,
+                        batch: int = 1) -> dict[str, Any]:
+    """MC1/MC2 for every item; with ``generate``, also vanilla vs RAIN answers judged against the references
+    (``batch`` questions searched together)."""
     from hindsight.lm.embed import get_embedder
 
     rows = list(read_jsonl(dataset_file(*TQA, data), limit))
@@ -260,27 +277,26 @@ def run_rain_truthfulqa(lm: LanguageModel, out: str | Path, *, settings: RunSett
                                                  settings.value_rule), settings.config("truthful")) \
         if generate else None
     embed = get_embedder().embed if generate else None
-    for r in rows:
-        if r["id"] in rf:
-            continue
-        mc1, mc2 = mc_metrics(lm, r)
-        rec: dict[str, Any] = {"id": r["id"], "question": r["question"], "mc1": mc1, "mc2": round(mc2, 5)}
+    for chunk in _chunks([r for r in rows if r["id"] not in rf], batch if generate else 1):
+        recs = []
+        for r in chunk:
+            mc1, mc2 = mc_metrics(lm, r)
+            recs.append({"id": r["id"], "question": r["question"], "mc1": mc1, "mc2": round(mc2, 5)})
         if search is not None:
-            t0 = time.perf_counter()
-            vanilla = lm.generate(r["question"], max_tokens=search.cfg.max_tokens, top_k=search.cfg.top_k,
-                                  seed=settings.seed)[0]
-            v_sec = time.perf_counter() - t0
-            res = search.run(r["question"])
-            rec.update({
-                "vanilla": vanilla.text, "rain": res.text, "vanilla_seconds": round(v_sec, 3),
-                "rain_seconds": round(res.seconds, 3), "iterations": res.iterations,
-                "forward_passes": res.forward_passes, "evaluator": search.evaluator.name,
-                "vanilla_verdict": reference_verdict(embed, vanilla.text, r["correct_answers"], r["incorrect_answers"]),
-                "rain_verdict": reference_verdict(embed, res.text, r["correct_answers"], r["incorrect_answers"]),
-            })
-        rf.append(rec)
-        if on_item:
-            on_item(rec)
+            vanilla = _vanilla(lm, [r["question"] for r in chunk], search.cfg, settings.seed)
+            results = search.run_many([r["question"] for r in chunk])
+            for rec, r, (van, v_sec), res in zip(recs, chunk, vanilla, results):
+                rec.update({
+                    "vanilla": van.text, "rain": res.text, "vanilla_seconds": round(v_sec, 3),
+                    "rain_seconds": round(res.seconds, 3), "batch": res.batch, "iterations": res.iterations,
+                    "forward_passes": res.forward_passes, "evaluator": search.evaluator.name,
+                    "vanilla_verdict": reference_verdict(embed, van.text, r["correct_answers"], r["incorrect_answers"]),
+                    "rain_verdict": reference_verdict(embed, res.text, r["correct_answers"], r["incorrect_answers"]),
+                })
+        for rec in recs:
+            rf.append(rec)
+            if on_item:
+                on_item(rec)
     return summarise_truthfulqa([rf.records[str(r["id"])] for r in rows if r["id"] in rf])
 
 

@@ -156,3 +156,29 @@ def append(lm: LanguageModel, rows: Rows, tokens: Sequence[Sequence[int]]) -> Ro
     last = hidden[has.to(hidden.device), (counts[has] - 1).to(hidden.device)]
     logprobs[has.to(logprobs.device)] = lm.logprobs_from_hidden(last).to(logprobs.device, logprobs.dtype)
     return Rows(cache=cache, mask=mask, logprobs=logprobs)
+
+
+def generate_many(lm: LanguageModel, prompts: Sequence[Sequence[int]], max_tokens: int, *, top_k: int = 0,
+                  seed: int = 0) -> list[list[int]]:
+    """One sampled completion per prompt, all decoded together: each equals ``lm.generate`` of that prompt alone
+    with the same seed (its own generator, one draw per token), up to float rounding of the padded batch."""
+    from hindsight.lm.sampling import sample_next
+
+    gens = []
+    for _ in prompts:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(seed)
+        gens.append(g)
+    rows = join([from_state(lm.start(list(p), 1)) for p in prompts])
+    out: list[list[int]] = [[] for _ in prompts]
+    live = list(range(len(prompts)))  # prompt index of each row
+    for _ in range(max_tokens):
+        toks = [int(sample_next(rows.logprobs[r][None], top_k=top_k, generator=gens[i])[0]) for r, i in enumerate(live)]
+        for i, t in zip(live, toks):
+            out[i].append(t)
+        keep = [r for r, t in enumerate(toks) if t not in lm.eos_token_ids and len(out[live[r]]) < max_tokens]
+        if not keep:
+            break
+        rows = append(lm, take(rows, keep) if len(keep) < len(live) else rows, [[toks[r]] for r in keep])
+        live = [live[r] for r in keep]
+    return out
