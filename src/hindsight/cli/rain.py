@@ -42,6 +42,7 @@ def rain(
     evaluator: str = EVALUATOR_OPTION,
     value_rule: str = VALUE_RULE_OPTION,
     tree: Path = typer.Option(None, "--tree", help="Write the search tree as JSON to this file."),
+    html_out: Path = typer.Option(None, "--html", help="Write a self-contained HTML view of the search here."),
     model: str = MODEL_OPTION,
     seed: int = SEED_OPTION,
     device: str = DEVICE_OPTION,
@@ -63,6 +64,10 @@ def rain(
         res = Rain(lm, ev, cfg).run(prompt)
     if tree:
         atomic_write(tree, json.dumps(res.tree_json(), ensure_ascii=False, indent=1))
+    if html_out:
+        from hindsight.samplers.rain_html import tree_html
+
+        atomic_write(html_out, tree_html({**res.tree_json(), "evaluator": ev.name}, title=f"RAIN: {prompt[:60]}"))
     if json_out:
         d = res.as_dict()
         print_json({"text": res.text, "iterations": res.iterations, "forward_passes": res.forward_passes,

@@ -119,7 +119,7 @@ class RainResult:
         """The whole search tree (every node ever expanded), with the committed path marked."""
         if self.tree is None:
             raise HindsightError("This result has no search tree.")
-        return {"prompt": self.prompt, "text": self.text, "root": self.tree.to_json(self.committed)}
+        return {"prompt": self.prompt, "text": self.text, "steps": self.steps, "root": self.tree.to_json(self.committed)}
 
 
 @dataclass
