@@ -234,8 +234,27 @@ def eval_rain_probe(
               f"second only {res['accuracy_good_second_only']:.3f}; position bias {res['position_bias']:+.3f}")
 
 
+def eval_rain_judge(
+    judge: list[str] = typer.Option(["hh-clf", "toxicity"], "--judge", help="hh-clf and/or toxicity (repeatable)."),
+    pairs: int = typer.Option(400, "--pairs", help="Held-back HH pairs (the evaluation rows) to check."),
+    data: str = DATA_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Does a judge agree with the human chosen/rejected labels better than chance (0.5)?"""
+    from hindsight.evaluation.rain_eval import judge_agreement, make_judges
+
+    res = judge_agreement(make_judges(judge, data), pairs, data)
+    if json_out:
+        print_json(res)
+        return
+    for j in (k for k in res if k != "pairs"):
+        out.print(f"{j}: prefers the human-chosen reply in {res[j]['text']} of {res['pairs']} held-back pairs "
+                  f"({res[j]['ties']} ties)")
+
+
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     app.command("rain")(rain)
     eval_app.command("rain-hh")(eval_rain_hh)
     eval_app.command("rain-truthfulqa")(eval_rain_truthfulqa)
     eval_app.command("rain-probe")(eval_rain_probe)
+    eval_app.command("rain-judge")(eval_rain_judge)

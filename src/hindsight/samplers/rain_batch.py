@@ -78,7 +78,8 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
     if steps:
         order = list(steps)
         parents = [owned[i][p] for i in order for p, _ in steps[i].keys]
-        stepped = ragged.append(lm, ragged.take(session, parents), [[t] for i in order for _, t in steps[i].keys])
+        kept = session if parents == list(range(session.n)) else ragged.take(session, parents)
+        stepped = ragged.append(lm, kept, [[t] for i in order for _, t in steps[i].keys])
         parts.append(stepped)
         for i in order:
             k = len(steps[i].keys)
