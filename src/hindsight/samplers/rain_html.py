@@ -45,8 +45,13 @@ def _shown(text: str) -> str:
     return _esc(json.dumps(text, ensure_ascii=False)[1:-1] or "∅")
 
 
+def _value(node: dict[str, Any]) -> str:
+    """The mean value, or a dash for a node never visited (it has none yet)."""
+    return f'{node["value"]:+.3f}' if node["visits"] > 0 else "–"
+
+
 def _stats(node: dict[str, Any]) -> str:
-    return (f'<span class="stats">visits {node["visits"]:g} · value {node["value"]:+.3f} · '
+    return (f'<span class="stats">visits {node["visits"]:g} · value {_value(node)} · '
             f'prior {node["prior"]:.3g}{" · end" if node.get("terminal") else ""}</span>')
 
 
@@ -81,7 +86,7 @@ def _commits(root: dict[str, Any], steps: list[dict[str, Any]]) -> str:
             width = int(80 * c["visits"] / most)
             rows.append(f'<tr class="cand{" chosen" if c is chosen else ""}"><td class="t">{_shown(c["text"])}</td>'
                         f'<td><span class="bar" style="width:{width}px"></span> {c["visits"]:g}</td>'
-                        f'<td>{c["value"]:+.3f}</td><td>{c["prior"]:.3g}</td><td>{len(c["children"])}</td></tr>')
+                        f'<td>{_value(c)}</td><td>{c["prior"]:.3g}</td><td>{len(c["children"])}</td></tr>')
         spent = f"{iters} iterations" if iters is not None else "iterations unknown"
         out.append(f'<h3 class="commit">commit {i}: {spent}, {len(node["children"])} candidates, chose '
                    f'<code>{_shown(chosen["text"])}</code></h3><table><tr><th class="t">candidate</th>'
