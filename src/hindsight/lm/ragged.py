@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,6 +30,7 @@ class Rows:
     cache: Any
     mask: torch.Tensor  # [n, L] bool
     logprobs: torch.Tensor  # [n, V]
+    extra: dict[int, torch.Tensor] = field(default_factory=dict)  # see append(also_after=...)
 
     @property
     def n(self) -> int:
@@ -121,10 +122,13 @@ def join(parts: Sequence[Rows]) -> Rows:
     return Rows(cache=new, mask=torch.cat(masks), logprobs=torch.cat([p.logprobs for p in parts]))
 
 
-def append(lm: LanguageModel, rows: Rows, tokens: Sequence[Sequence[int]]) -> Rows:
+def append(lm: LanguageModel, rows: Rows, tokens: Sequence[Sequence[int]],
+           also_after: dict[int, int] | None = None) -> Rows:
     """Append ``tokens[i]`` (any count, possibly none) to row ``i`` in one forward; returns the new rows.
 
     A row given no tokens keeps its distribution. The input rows stay valid (the cache is not shared).
+    ``also_after`` ({row: k}) asks for the distribution after that row's first ``k`` new tokens as well; they
+    are returned in the new rows' ``extra`` ({row: [V] log-probs}), for :func:`truncate`.
     """
     if len(tokens) != rows.n:
         raise HindsightError(f"append got token lists for {len(tokens)} rows, the batch has {rows.n}.")
@@ -149,13 +153,32 @@ def append(lm: LanguageModel, rows: Rows, tokens: Sequence[Sequence[int]]) -> Ro
     mask = torch.cat([rows.mask, new_mask], dim=1)
     # the forward replaces each layer's tensors: new layer objects keep the input rows valid
     cache = _map_layers(rows.cache, lambda t: _broadcast(t, rows.n))
-    _, hidden, cache = forward(ids.to(dev), cache=cache, attention_mask=mask.long().to(dev), position_ids=pos.to(dev))
+    logits, hidden, cache = forward(ids.to(dev), cache=cache, attention_mask=mask.long().to(dev),
+                                    position_ids=pos.to(dev))
     counts = torch.tensor([len(t) for t in tokens], dtype=torch.long)
-    has = (counts > 0).nonzero().squeeze(1)
     logprobs = rows.logprobs.clone(memory_format=torch.contiguous_format)
-    last = hidden[has.to(hidden.device), (counts[has] - 1).to(hidden.device)]
-    logprobs[has.to(logprobs.device)] = lm.logprobs_from_hidden(last).to(logprobs.device, logprobs.dtype)
-    return Rows(cache=cache, mask=mask, logprobs=logprobs)
+    # the forward already applied the LM head to the last column: rows that end there reuse it
+    full = (counts == width).nonzero().squeeze(1)
+    if full.numel():
+        logprobs[full.to(logprobs.device)] = torch.log_softmax(logits[full.to(logits.device), -1].float(), dim=-1).to(
+            logprobs.device, logprobs.dtype)
+    short = ((counts > 0) & (counts < width)).nonzero().squeeze(1)
+    if short.numel():
+        last = hidden[short.to(hidden.device), (counts[short] - 1).to(hidden.device)]
+        logprobs[short.to(logprobs.device)] = lm.logprobs_from_hidden(last).to(logprobs.device, logprobs.dtype)
+    extra = {r: lm.logprobs_from_hidden(hidden[r, k - 1]).to(logprobs.device, logprobs.dtype)
+             for r, k in (also_after or {}).items() if k > 0}
+    return Rows(cache=cache, mask=mask, logprobs=logprobs, extra=extra)
+
+
+def truncate(row: Rows, keep: int, logprobs: torch.Tensor) -> Rows:
+    """A single row cut back to its first ``keep`` real tokens; ``logprobs`` is the distribution after them."""
+    if row.n != 1:
+        raise HindsightError("truncate needs a single row.")
+    cols = row.mask[0].nonzero().squeeze(1)[:keep]
+    return Rows(cache=_map_layers(row.cache, lambda t: t.index_select(2, cols.to(t.device))),
+                mask=torch.ones((1, int(cols.numel())), dtype=torch.bool, device=row.mask.device),
+                logprobs=logprobs.reshape(1, -1))
 
 
 def generate_many(lm: LanguageModel, prompts: Sequence[Sequence[int]], max_tokens: int, *, top_k: int = 0,

@@ -8,7 +8,8 @@ the pending requests of all searches and answers each kind with one batched call
   that decoding, each a (parent row, token) pair) become padded multi-prompt forwards over
   :class:`hindsight.lm.ragged.Rows` — one for all the opens, one for all the steps;
 - :class:`Judge` becomes one ``Evaluator.values_many`` call, :class:`Embed` one embedder call;
-- :class:`Commit` (append a committed token set to a search's cached response) one forward for all commits.
+- :class:`Commit` (append a committed token set to a search's cached response) costs no forward of its own:
+  the tokens go in front of the search's next open, and the response is cut back out of that row.
 
 A search sees exactly the answers it would see alone (its own random generator, its own tree); only float
 rounding of a padded batch can differ, so each prompt's answer, iteration count and tree match a run alone.
@@ -69,8 +70,12 @@ EmbedFn = Callable[[Sequence[str]], torch.Tensor | None]
 
 
 def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list[int]], roots: list[Rows],
-                  opens: dict[int, Open], steps: dict[int, Step]) -> tuple[Rows | None, dict[int, list[int]], dict]:
-    """Answer all opens and steps: one forward for the steps, one for the opens; returns the new session."""
+                  pending: dict[int, list[int]], opens: dict[int, Open],
+                  steps: dict[int, Step]) -> tuple[Rows | None, dict[int, list[int]], dict]:
+    """Answer all opens and steps: one forward for the steps, one for the opens; returns the new session.
+
+    An open also brings its search's cached response up to date with the tokens committed since (``pending``),
+    in the same forward: a commit costs no forward of its own."""
     answers: dict[int, torch.Tensor] = {}
     parts: list[Rows] = []
     new_owned: dict[int, list[int]] = {}
@@ -87,7 +92,15 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
             width += k
     if opens:
         order = list(opens)
-        opened = ragged.append(lm, ragged.join([roots[i] for i in order]), [opens[i].tokens for i in order])
+        # committed tokens not yet in a search's cached response go first; the response is then cut from the row
+        lead = {j: len(pending.get(i, [])) for j, i in enumerate(order) if pending.get(i)}
+        opened = ragged.append(lm, ragged.join([roots[i] for i in order]),
+                               [pending.get(i, []) + opens[i].tokens for i in order], also_after=lead)
+        for j, k in lead.items():
+            i = order[j]
+            row = ragged.take(opened, [j]) if len(order) > 1 else opened
+            roots[i] = ragged.truncate(row, int(roots[i].lengths()[0]) + k, opened.extra[j])
+            pending.pop(i)
         parts.append(opened)
         for j, i in enumerate(order):
             new_owned[i] = [width + j]
@@ -98,14 +111,6 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
     for i, rows in new_owned.items():
         answers[i] = new.logprobs[rows]
     return new, new_owned, answers
-
-
-def _commit_round(lm: LanguageModel, roots: list[Rows], commits: dict[int, Commit]) -> None:
-    """Append every committing search's token set to its cached response in one forward."""
-    order = list(commits)
-    done = ragged.append(lm, ragged.join([roots[i] for i in order]), [commits[i].tokens for i in order])
-    for j, i in enumerate(order):
-        roots[i] = ragged.take(done, [j]) if len(order) > 1 else done
 
 
 def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Sequence[str],
@@ -126,13 +131,15 @@ def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Se
         advance(i, None, first=True)
     session: Rows | None = None
     owned: dict[int, list[int]] = {}
+    pending_commits: dict[int, list[int]] = {}
     while pending:
         kinds: dict[type, dict[int, Any]] = {k: {} for k in (Open, Step, Judge, Embed, Commit)}
         for i, req in pending.items():
             kinds[type(req)][i] = req
         answers: dict[int, Any] = {}
         if kinds[Open] or kinds[Step]:
-            session, owned, decoded = _decode_round(lm, session, owned, roots, kinds[Open], kinds[Step])
+            session, owned, decoded = _decode_round(lm, session, owned, roots, pending_commits, kinds[Open],
+                                                    kinds[Step])
             answers.update(decoded)
         else:
             session, owned = None, {}
@@ -149,9 +156,9 @@ def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Se
                 k = len(kinds[Embed][i].texts)
                 answers[i] = None if embs is None else embs[at: at + k]
                 at += k
-        if kinds[Commit]:
-            _commit_round(lm, roots, kinds[Commit])
-            answers.update((i, None) for i in kinds[Commit])
+        for i, c in kinds[Commit].items():  # applied by the search's next open (see _decode_round)
+            pending_commits.setdefault(i, []).extend(c.tokens)
+            answers[i] = None
         for i in list(pending):
             advance(i, answers[i])
     return results
