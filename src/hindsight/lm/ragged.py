@@ -56,6 +56,11 @@ def _map_layers(cache: Any, fn) -> Any:
     return new
 
 
+def supported(lm: LanguageModel) -> bool:
+    """Whether ``lm`` can run rows of different prompts in one forward (the transformers backend can)."""
+    return getattr(lm, "_forward", None) is not None
+
+
 def _broadcast(t: torch.Tensor, n: int) -> torch.Tensor:
     """A cache tensor with one row (a shared prefix) seen as ``n`` rows."""
     return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 and n > 1 else t

@@ -250,12 +250,17 @@ class SelfEvaluator(Evaluator):
 
     def order_probs_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[torch.Tensor]:
         """``order_probs`` for several prompts in one padded forward (each after its own cached prefix)."""
-        parts, contexts = [], []
+        parts, contexts, lps = [], [], []
         for prompt, responses in requests:
             prefix, ctx = self._contexts(prompt, responses)
-            parts.append(ragged.repeat(ragged.from_state(prefix), len(ctx)))
-            contexts += ctx
-        lp = ragged.append(self.lm, ragged.join(parts), contexts).logprobs[:, self.letter_ids].double().cpu()
+            if ragged.supported(self.lm):
+                parts.append(ragged.repeat(ragged.from_state(prefix), len(ctx)))
+                contexts += ctx
+            else:  # a backend without multi-prompt rows: one padded forward per prompt
+                lps.append(self.lm.next_logprobs(ctx, prefix=prefix)[:, self.letter_ids])
+        if parts:
+            lps.append(ragged.append(self.lm, ragged.join(parts), contexts).logprobs[:, self.letter_ids])
+        lp = torch.cat(lps).double().cpu()
         p = torch.softmax(lp, dim=-1).reshape(-1, 2, 2)
         both = torch.stack([p[:, 0, 0], p[:, 1, 1]], dim=1)
         return list(torch.split(both, [len(r) for _, r in requests]))
