@@ -2,12 +2,16 @@
 
     PYTHONPATH=src python bench/rain.py [--prompts 3] [--max-tokens 48] [--max-iters 50] [--evaluator self]
         [--value-rule vote|soft] [--vanilla-repeats 3]
+    PYTHONPATH=src python bench/rain.py --batch 8 [--max-tokens 16 --max-iters 10] [--evaluator toxicity:low,self]
 
 Both run in this process on the same model and prompts (HH harmless first turns, or built-in prompts when the
 data is absent). Vanilla is ``lm.generate`` (prefill once, one cached forward per token, top-k 15 like RAIN's
 candidates; timed ``--vanilla-repeats`` times, median). Prints one row per prompt and the overall ratio (target
 at the HH defaults: <= 4x), plus where RAIN's time went (evaluator calls, MiniLM embeddings) and how many
 commits the early stop ended.
+
+``--batch B``: the same B prompts searched one at a time and all together (``Rain.run_many``), for the confident
+``toxicity:low`` evaluator and the self-evaluation; prints each throughput and ends with the lower ratio.
 """
 
 from __future__ import annotations
@@ -46,14 +50,19 @@ def main() -> None:
     ap.add_argument("--value-rule", default="vote", choices=["vote", "soft"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vanilla-repeats", type=int, default=3, help="time vanilla this often, take the median")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="compare B prompts searched together with the same B one at a time (both evaluators)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     lm = load_model(args.model)
     try:
-        prompts = [r["prompt"] for r in hh_rows(limit=args.prompts)]
+        prompts = [r["prompt"] for r in hh_rows(limit=max(args.prompts, args.batch))]
     except Exception:  # no data folder: built-in prompts
-        prompts = FALLBACK[: args.prompts]
+        prompts = (FALLBACK * 8)[: max(args.prompts, args.batch)]
+    if args.batch:
+        batch_mode(args, lm, prompts[: args.batch])
+        return
     search = Rain(lm, make_rain_evaluator(args.evaluator, lm, "harmless", value_rule=args.value_rule),
                   RainConfig.for_task("harmless", max_tokens=args.max_tokens, max_iters=args.max_iters, seed=args.seed))
     spent = {"eval_s": 0.0, "eval_calls": 0, "eval_texts": 0, "embed_s": 0.0}
@@ -126,10 +135,46 @@ def main() -> None:
     }
     if args.json:
         print(json.dumps(summary, indent=1))
-        return
-    for r in rows:
-        print(r)
-    print({k: v for k, v in summary.items() if k != "rows"})
+    else:
+        for r in rows:
+            print(r)
+        print({k: v for k, v in summary.items() if k != "rows"})
+    print(f"RATIO rain/generate time per output token = {summary['ratio_per_output_token']}")
+
+
+def batch_mode(args, lm, prompts: list[str]) -> None:
+    """Throughput (output tokens per second) of the prompts searched together vs one at a time, per evaluator.
+
+    Also checks that both ways give the same answers (they must: batching only shares forwards)."""
+    evaluators = [e for e in args.evaluator.split(",")] if args.evaluator != "self" else ["toxicity:low", "self"]
+    ratios = {}
+    for spec in evaluators:
+        def search():
+            return Rain(lm, make_rain_evaluator(spec, lm, "harmless", value_rule=args.value_rule),
+                        RainConfig.for_task("harmless", max_tokens=args.max_tokens, max_iters=args.max_iters,
+                                            seed=args.seed))
+        search().run(prompts[0][:20])  # warm-up (loads the evaluator's model and MiniLM)
+        t0 = time.perf_counter()
+        alone = [search().run(p) for p in prompts]
+        t_alone = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        together = search().run_many(prompts)
+        t_together = time.perf_counter() - t0
+        same = all(a.tokens == b.tokens and a.iterations == b.iterations for a, b in zip(alone, together))
+        tokens = sum(len(r.tokens) for r in alone)
+        ratios[spec] = (tokens / t_together) / (tokens / t_alone)
+        print(json.dumps({"evaluator": spec, "prompts": len(prompts), "max_tokens": args.max_tokens,
+                          "max_iters": args.max_iters, "output_tokens": tokens,
+                          "iterations": sum(r.iterations for r in alone),
+                          "one_at_a_time_s": round(t_alone, 1), "batched_s": round(t_together, 1),
+                          "one_at_a_time_tok_per_s": round(tokens / t_alone, 3),
+                          "batched_tok_per_s": round(tokens / t_together, 3),
+                          "forward_passes_one_at_a_time": sum(r.forward_passes for r in alone),
+                          "forward_passes_batched": round(sum(r.forward_passes for r in together)),
+                          "same_answers": same, "ratio": round(ratios[spec], 2)}))
+    worst = min(ratios, key=ratios.get)
+    print(f"RATIO batched/unbatched throughput = {ratios[worst]:.2f}  (lowest of: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + ")")
 
 
 if __name__ == "__main__":

@@ -117,8 +117,8 @@ def test_hard_vote_value_per_option_order(bias, s, expect):
 def test_hard_vote_takes_the_letter_probabilities_of_each_order():
     """One order votes for the good option, the other against: value 0; both for: 1; both against: -1."""
     ev = SelfEvaluator(StubLM(0.0), "harmless")
-    ev.order_probs = lambda prompt, responses: torch.tensor([[0.6, 0.4], [0.51, 0.9], [0.2, 0.5]],
-                                                            dtype=torch.float64)
+    ev.order_probs_many = lambda requests: [torch.tensor([[0.6, 0.4], [0.51, 0.9], [0.2, 0.5]],
+                                                         dtype=torch.float64)]
     assert ev.values("q", ["a", "b", "c"]).tolist() == [0.0, 1.0, -1.0]  # p = 0.5 is a tie: votes against
 
 

@@ -11,6 +11,7 @@ from hindsight.lm.toy import enumerate_sequences
 from hindsight.potentials.base import Potential
 from hindsight.potentials.self_eval import PotentialEvaluator
 from hindsight.samplers.rain import Rain, RainConfig, rain
+from hindsight.samplers.rain_batch import Open, run_searches
 
 
 class Prefers(Potential):
@@ -92,26 +93,27 @@ class Counting(PotentialEvaluator):
         super().__init__(potential)
         self.calls = []
 
-    def values(self, prompt, responses):
-        self.calls.append(list(responses))
-        return super().values(prompt, responses)
+    def values_many(self, requests):
+        self.calls.extend(list(r) for _, r in requests)
+        return super().values_many(requests)
 
 
 def test_an_iteration_is_one_rollout_one_evaluation_and_unvisited_children(toy):
     ev = Counting(Constant(0.5))
     search = Rain(toy, ev, cfg(set_sizes=(1, 2), candidates=3, top_k=3), embed=fake_embed, use_chat=False)
-    root, state = search.begin(PROMPT)
-    search._iterate(root, state)
+    s = search.begin(PROMPT)
+    root = s.tree
+    search.iterate(s)
     assert len(ev.calls) == 1 and len(ev.calls[0]) == 1  # one evaluator call with one text: the rollout
     assert root.n == 1 and len(root.children) == 3
     assert all(ch.n == 0 and ch.w == 0 and ch.embedding is None for ch in root.children)  # no rollouts for them
     assert [len(ch.tokens) for ch in root.children] == [1, 1, 1]
     # set size 1: the three most likely tokens, priors = their probabilities
-    top = torch.topk(state.logprobs[0], 3)
+    top = torch.topk(toy.start(toy.encode(PROMPT), 1).logprobs[0], 3)
     assert [ch.tokens[0] for ch in root.children] == top.indices.tolist()
     assert [ch.prior for ch in root.children] == pytest.approx(top.values.exp().tolist())
 
-    search._iterate(root, state)  # the unvisited child with the highest prior is the leaf now
+    search.iterate(s)  # the unvisited child with the highest prior is the leaf now
     assert len(ev.calls) == 2 and len(ev.calls[1]) == 1
     leaf = root.children[0]
     assert [ch.n for ch in root.children] == [1, 0, 0] and root.n == 2
@@ -125,11 +127,18 @@ def test_rollout_stops_at_a_clause_end_and_sets_have_their_length(toy):
     """With 'b' as the only clause end, a rollout stops at its first 'b', EOS or the cap; sets are k long."""
     search = Rain(toy, Counting(Constant(0.5)), cfg(clause_ends="b", rollout_max=8), embed=fake_embed,
                   use_chat=False)
-    _, state = search.begin(PROMPT)
+    s = search.begin(PROMPT)
+
+    def decode(m, k, rollout):  # one decoding from the prompt, on its own
+        def gen():
+            logp = yield Open([])
+            return (yield from search._decode(s, logp, m, k, rollout))
+        return run_searches(toy, [toy.encode(PROMPT)], [PROMPT], [gen()], search.evaluator.values_many, search.embed)[0]
+
     b, eos = toy.token_id("b"), toy.eos_token_ids[0]
     ends = set()
     for _ in range(20):
-        seqs, lps = search._decode(toy.select(state, [0]), 4, 3, True)
+        seqs, lps = decode(4, 3, True)
         *sets, roll = seqs
         assert len(lps) == 4 and all(len(x) == 3 or x[-1] == eos for x in sets)
         assert all(eos not in x[:-1] for x in sets)
@@ -138,7 +147,7 @@ def test_rollout_stops_at_a_clause_end_and_sets_have_their_length(toy):
         ends.add("b" if roll[-1] == b else "eos" if roll[-1] == eos else "cap")
     assert "b" in ends  # the stop rule did fire
     # the greedy row is the argmax path; set log-probs are the model's (exact scoring agrees)
-    seqs, lps = search._decode(toy.select(state, [0]), 2, 3, False)
+    seqs, lps = decode(2, 3, False)
     greedy = toy.generate(PROMPT, max_tokens=3, temperature=0, use_chat=False)[0].tokens
     assert seqs[0] == greedy[:len(seqs[0])]
     exact = toy.score([toy.encode(PROMPT)] * 2, seqs)

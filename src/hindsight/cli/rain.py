@@ -40,6 +40,7 @@ def rain(
     evaluator: str = EVALUATOR_OPTION,
     value_rule: str = VALUE_RULE_OPTION,
     tree: Path = typer.Option(None, "--tree", help="Write the search tree as JSON to this file."),
+    html_out: Path = typer.Option(None, "--html", help="Write a self-contained HTML view of the search here."),
     model: str = MODEL_OPTION,
     seed: int = SEED_OPTION,
     device: str = DEVICE_OPTION,
@@ -48,15 +49,20 @@ def rain(
     """Answer with RAIN: search over token sets guided by an evaluator, rewinding before each commit."""
     req = RainRequest(prompt=prompt, task=task, max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
                       value_threshold=value_threshold, evaluator=evaluator, value_rule=value_rule,
-                      tree=tree is not None, seed=seed, model=model)
+                      tree=tree is not None or html_out is not None, seed=seed, model=model)
     rt = runtime(device)
     with flag_errors():
         req.validate()
         rt.model(model)  # loaded (with its own progress) before the search's status line
     with err.status("Searching..."):
         res = execute(req, rt=rt)
+    tree_json = res.pop("tree", None)
     if tree:
-        atomic_write(tree, json.dumps(res.pop("tree"), ensure_ascii=False, indent=1))
+        atomic_write(tree, json.dumps(tree_json, ensure_ascii=False, indent=1))
+    if html_out:
+        from hindsight.samplers.rain_html import tree_html
+
+        atomic_write(html_out, tree_html({**tree_json, "evaluator": res["evaluator"]}, title=f"RAIN: {prompt[:60]}"))
     if json_out:
         print_json(res)
         return
@@ -205,8 +211,27 @@ def eval_rain_probe(
               f"second only {res['accuracy_good_second_only']:.3f}; position bias {res['position_bias']:+.3f}")
 
 
+def eval_rain_judge(
+    judge: list[str] = typer.Option(["hh-clf", "toxicity"], "--judge", help="hh-clf and/or toxicity (repeatable)."),
+    pairs: int = typer.Option(400, "--pairs", help="Held-back HH pairs (the evaluation rows) to check."),
+    data: str = DATA_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Does a judge agree with the human chosen/rejected labels better than chance (0.5)?"""
+    from hindsight.experiments.rain_judges import judge_agreement, make_judges
+
+    res = judge_agreement(make_judges(judge, data), pairs, data)
+    if json_out:
+        print_json(res)
+        return
+    for j in (k for k in res if k != "pairs"):
+        out.print(f"{j}: prefers the human-chosen reply in {res[j]['text']} of {res['pairs']} held-back pairs "
+                  f"({res[j]['ties']} ties)")
+
+
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     app.command("rain")(rain)
     eval_app.command("rain-hh")(eval_rain_hh)
     eval_app.command("rain-truthfulqa")(eval_rain_truthfulqa)
     eval_app.command("rain-probe")(eval_rain_probe)
+    eval_app.command("rain-judge")(eval_rain_judge)

@@ -15,7 +15,7 @@ from hindsight.errors import HindsightError
 from hindsight.lm.base import LanguageModel
 from hindsight.potentials.self_eval import Evaluator, SelfEvaluator
 from hindsight.records.data import dataset_file, read_jsonl
-from hindsight.records.stats import wilson_interval
+from hindsight.records.stats import format_rate, wilson_interval
 
 HH = ("hh_rlhf_harmless_base_test", "test.jsonl")
 # HH rows are split: prompts for evaluation and the probe come from the head, classifiers train on the tail
@@ -105,6 +105,22 @@ def make_judges(names: Iterable[str], data: str | None = None) -> list[Judge]:
 
 
 # ---- the self-evaluation probe ---------------------------------------------------------------------------
+def judge_agreement(judges: Sequence[Judge], n: int = EVAL_ROWS, data: str | None = None) -> dict[str, Any]:
+    """How often each judge prefers the human-chosen reply on held-back HH pairs (rows 0..n-1: used by neither
+    classifier's training; ties count as misses). Chance is 0.5."""
+    rows = [r for r in hh_rows(data, min(n, EVAL_ROWS)) if final_reply(r["chosen"]) != final_reply(r["rejected"])]
+    out: dict[str, Any] = {"pairs": len(rows)}
+    for j in judges:
+        chosen = j.scores("", [final_reply(r["chosen"]) for r in rows])
+        rejected = j.scores("", [final_reply(r["rejected"]) for r in rows])
+        wins = sum(c > r for c, r in zip(chosen, rejected))
+        ties = sum(c == r for c, r in zip(chosen, rejected))
+        lo, hi = wilson_interval(wins, len(rows))
+        out[j.name] = {"agrees": wins, "ties": ties, "rate": wins / len(rows) if rows else float("nan"),
+                       "low": lo, "high": hi, "text": format_rate(wins, len(rows))}
+    return out
+
+
 def probe_self_eval(lm: LanguageModel, n: int = 120, data: str | None = None, task: str = "harmless",
                     on_item: OnItem | None = None) -> dict[str, Any]:
     """How often the self-evaluation prefers HH's chosen reply, and its position bias between option orders.

@@ -8,7 +8,7 @@ Fitted models are cached outside the repository (``judges/`` under :func:`hindsi
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,24 @@ def cache_dir() -> Path:
 
 
 def classifier_path(part: str) -> Path:
-    return cache_dir() / f"hh_harmless_lr_{part}.pkl"
+    return cache_dir() / f"hh_harmless_lr_{part}.json"
+
+
+class Linear:
+    """A fitted binary logistic regression kept as plain numbers: ``P(1 | x) = sigmoid(x . w + b)``.
+
+    Why: the classifier is saved as JSON (weights and bias), never as a pickle, so loading runs no code."""
+
+    def __init__(self, weights: Sequence[float], bias: float) -> None:
+        import numpy as np
+
+        self.weights, self.bias = np.asarray(weights, dtype=np.float64), float(bias)
+
+    def predict_proba(self, x):
+        import numpy as np
+
+        p1 = 1.0 / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) @ self.weights + self.bias)))
+        return np.stack([1.0 - p1, p1], axis=1)
 
 
 class HarmlessClassifier(Potential):
@@ -62,7 +79,8 @@ class HarmlessClassifier(Potential):
         clf = cls(None, meta, embed)
         x = np.concatenate([clf._vectors(chosen), clf._vectors(rejected)])
         y = np.array([1] * len(chosen) + [0] * len(rejected))
-        clf.model = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+        lr = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+        clf.model = Linear(lr.coef_[0].tolist(), float(lr.intercept_[0]))
         clf.meta["train_pairs"] = len(chosen)
         return clf
 
@@ -79,12 +97,15 @@ class HarmlessClassifier(Potential):
                 f"No harmlessness classifier at {path}; run `hindsight eval rain-hh` once (it trains one from the "
                 "HH data) or `hindsight eval rain-probe`."
             )
-        with open(path, "rb") as f:
-            blob = pickle.load(f)
-        return cls(blob["model"], blob["meta"])
+        try:
+            blob = json.loads(path.read_text(encoding="utf-8"))
+            return cls(Linear(blob["weights"], blob["bias"]), blob["meta"])
+        except (ValueError, KeyError, TypeError):
+            raise HindsightError(f"{path} is not a saved harmlessness classifier (JSON with weights and bias).") from None
 
 
 def save_classifier(clf: HarmlessClassifier, path: str | Path) -> None:
-    """Pickle the fitted model and its metadata (atomic replace)."""
-    atomic_write(path, pickle.dumps({"model": clf.model, "meta": clf.meta}))
+    """Save the fitted weights, bias and metadata as JSON (atomic replace): plain numbers, never a pickle."""
+    blob = {"weights": clf.model.weights.tolist(), "bias": clf.model.bias, "meta": clf.meta}
+    atomic_write(path, json.dumps(blob))
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.lm import ragged
 from hindsight.lm.base import DecodeState, LanguageModel
 from hindsight.potentials.base import Potential
 
@@ -38,12 +39,26 @@ class Evaluator(ABC):
         self._memo: dict[tuple[str, str], float] = {}
 
     def values(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
-        todo = list(dict.fromkeys(r for r in responses if (prompt, r) not in self._memo))
-        if todo:
-            vals = self._values(prompt, todo).double().clamp(-1.0, 1.0)
-            for r, v in zip(todo, vals.tolist()):
-                self._memo[(prompt, r)] = v
-        return torch.tensor([self._memo[(prompt, r)] for r in responses], dtype=torch.float64)
+        return self.values_many([(prompt, responses)])[0]
+
+    def values_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[torch.Tensor]:
+        """``values`` for several (prompt, responses) requests at once: what batched searches call, so that an
+        evaluator can score texts of many prompts in one forward."""
+        todo: dict[str, list[str]] = {}
+        for prompt, responses in requests:
+            new = [r for r in responses if (prompt, r) not in self._memo]
+            todo.setdefault(prompt, [])
+            todo[prompt] = list(dict.fromkeys(todo[prompt] + new))
+        work = [(p, rs) for p, rs in todo.items() if rs]
+        if work:
+            for (prompt, rs), vals in zip(work, self._values_many(work)):
+                for r, v in zip(rs, vals.double().clamp(-1.0, 1.0).tolist()):
+                    self._memo[(prompt, r)] = v
+        return [torch.tensor([self._memo[(p, r)] for r in rs], dtype=torch.float64) for p, rs in requests]
+
+    def _values_many(self, requests: list[tuple[str, list[str]]]) -> list[torch.Tensor]:
+        """Values for not yet memoised responses of several prompts (default: one prompt at a time)."""
+        return [self._values(p, rs) for p, rs in requests]
 
     def hint_prefix(self, prompt: str, text: str) -> None:
         """Responses to ``prompt`` will start with ``text`` for a while (a search's committed response): an
@@ -65,6 +80,11 @@ class PotentialEvaluator(Evaluator):
     def _values(self, prompt, responses):
         phi = torch.exp(self.potential.log_phi(responses))
         return 2 * phi - 1
+
+    def _values_many(self, requests):
+        """The potential ignores the prompt: all texts in one call."""
+        vals = self._values("", [r for _, rs in requests for r in rs])
+        return list(torch.split(vals, [len(rs) for _, rs in requests]))
 
 
 @dataclass(frozen=True)
@@ -212,6 +232,10 @@ class SelfEvaluator(Evaluator):
 
     def order_probs(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
         """``[B, 2]``: p(good option) with the good option first, and with it second (letters renormalised)."""
+        return self.order_probs_many([(prompt, responses)])[0]
+
+    def _contexts(self, prompt: str, responses: Sequence[str]) -> tuple[DecodeState, list[list[int]]]:
+        """The cached state a batch of replies shares and, per reply, its two questions' remaining tokens."""
         replies = [r.strip() for r in responses]
         head = _shared_head(replies) if len(replies) > 1 else ""
         hint = self._hints.get(prompt, "")
@@ -222,15 +246,35 @@ class SelfEvaluator(Evaluator):
         for r in replies:
             rest = r[len(head):] if head else " " + r
             contexts += [self.lm.encode(rest + _question(self.prompt, gf)) for gf in (True, False)]
-        lp = self.lm.next_logprobs(contexts, prefix=prefix)[:, self.letter_ids].double()  # [2B, 2]
-        p = torch.softmax(lp, dim=-1).reshape(len(replies), 2, 2)
-        return torch.stack([p[:, 0, 0], p[:, 1, 1]], dim=1)
+        return prefix, contexts
+
+    def order_probs_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[torch.Tensor]:
+        """``order_probs`` for several prompts in one padded forward (each after its own cached prefix)."""
+        parts, contexts, lps = [], [], []
+        for prompt, responses in requests:
+            prefix, ctx = self._contexts(prompt, responses)
+            if ragged.supported(self.lm):
+                parts.append(ragged.repeat(ragged.from_state(prefix), len(ctx)))
+                contexts += ctx
+            else:  # a backend without multi-prompt rows: one padded forward per prompt
+                lps.append(self.lm.next_logprobs(ctx, prefix=prefix)[:, self.letter_ids])
+        if parts:
+            lps.append(ragged.append(self.lm, ragged.join(parts), contexts).logprobs[:, self.letter_ids])
+        lp = torch.cat(lps).double().cpu()
+        p = torch.softmax(lp, dim=-1).reshape(-1, 2, 2)
+        both = torch.stack([p[:, 0, 0], p[:, 1, 1]], dim=1)
+        return list(torch.split(both, [len(r) for _, r in requests]))
 
     def _values(self, prompt, responses):
-        p = self.order_probs(prompt, responses)
-        if self.value_rule == "vote":
-            p = (p > 0.5).double()  # the good option beats the other one (ties vote against)
-        return 2 * p.mean(dim=1) - 1
+        return self._values_many([(prompt, responses)])[0]
+
+    def _values_many(self, requests):
+        out = []
+        for p in self.order_probs_many(requests):
+            if self.value_rule == "vote":
+                p = (p > 0.5).double()  # the good option beats the other one (ties vote against)
+            out.append(2 * p.mean(dim=1) - 1)
+        return out
 
 
 def make_evaluator(spec: str, lm: LanguageModel, task: str = "harmless", value_rule: str = "vote") -> Evaluator:

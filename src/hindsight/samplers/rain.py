@@ -16,27 +16,32 @@ The outer loop stops the inner search once the most visited child has more than 
 value above ``value_threshold`` (or the visit budget is spent), commits that child, keeps its subtree and its
 statistics, and goes on until EOS or the token budget.
 
-Costs: the prompt is prefilled once; the committed path is one cached row extended by each commit; an
-iteration is one ``extend`` of the path below the current node, then one batched decoding loop whose rows are
-the candidate sets and the single rollout (the candidate rows stop after the set length, the rollout row goes
-on alone), and one evaluator call with one text (after the evaluator's cached few-shot prefix, prompt and
-committed response).
+Costs: the prompt is prefilled once; the committed response is one cached row, brought up to date by the
+first decoding after a commit (a commit costs no forward of its own); an iteration is one forward over the path
+below the current node, then one decoding loop whose rows are the candidate sets and the single rollout (the
+candidate rows stop after the set length, the rollout row goes on alone), and one evaluator call with one text
+(after the evaluator's cached few-shot prefix, prompt and committed response).
+
+Batching: a search is a generator of requests (:mod:`hindsight.samplers.rain_batch`), so ``run_many`` advances
+many prompts' searches together and shares every forward, evaluation and embedding call among them; each
+prompt gets exactly the answer, iterations and tree it gets alone with the same seed.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.lm.base import DecodeState, LanguageModel
+from hindsight.lm.base import LanguageModel
 from hindsight.lm.sampling import sample_from_logprobs, warp
 from hindsight.potentials.self_eval import Evaluator
+from hindsight.samplers.rain_batch import Commit, Embed, Judge, Open, Request, Step, run_searches
 from hindsight.samplers.rain_tree import MinMax, Node, backup, best_child, mean_pairwise_cosine, select_child
 
 EmbedFn = Callable[[Sequence[str]], torch.Tensor]
@@ -100,12 +105,13 @@ class RainResult:
     value: float  # the evaluator's value of the final text
     iterations: int  # inner search iterations over all commits
     steps: list[dict[str, Any]]  # per commit: text, iterations, visits, value
-    forward_passes: int
-    tokens_computed: int
+    forward_passes: float
+    tokens_computed: float
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
     tree: Node | None = field(default=None, repr=False)
     committed: set[int] = field(default_factory=set, repr=False)
+    batch: int = 1  # searches run together (costs are the batch's divided among them)
 
     def as_dict(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "text": self.text, "tokens": self.tokens, "finish_reason": self.finish_reason,
@@ -117,11 +123,24 @@ class RainResult:
         """The whole search tree (every node ever expanded), with the committed path marked."""
         if self.tree is None:
             raise HindsightError("This result has no search tree.")
-        return {"prompt": self.prompt, "text": self.text, "root": self.tree.to_json(self.committed)}
+        return {"prompt": self.prompt, "text": self.text, "steps": self.steps, "root": self.tree.to_json(self.committed)}
+
+
+@dataclass
+class _Search:
+    """One prompt's search in progress: its tree, current node, random generator and value range."""
+
+    prompt: str
+    gen: torch.Generator
+    tree: Node = field(default_factory=lambda: Node(tokens=[]))
+    minmax: MinMax = field(default_factory=MinMax)
+
+    def __post_init__(self) -> None:
+        self.root = self.tree  # the current node: the committed response so far
 
 
 class Rain:
-    """RAIN over one model and one evaluator; ``run(prompt)`` returns a :class:`RainResult`."""
+    """RAIN over one model and one evaluator; ``run(prompt)`` or ``run_many(prompts)`` (batched)."""
 
     def __init__(self, lm: LanguageModel, evaluator: Evaluator, config: RainConfig | None = None, *,
                  embed: EmbedFn | None = None, use_chat: bool = True) -> None:
@@ -134,16 +153,19 @@ class Rain:
         self._clause_end: dict[int, bool] = {}
 
     # ---- helpers -------------------------------------------------------------------------------------------
-    def embed(self, texts: list[str]) -> torch.Tensor | None:
+    def embed(self, texts: Sequence[str]) -> torch.Tensor | None:
         """Embeddings for similarity sharing and dynamic addition; None when they are off or unavailable."""
-        if self.cfg.sim_weight <= 0 and self.cfg.max_children <= self.cfg.candidates:
+        if not self._embeddings_on():
             return None
         if not self._embed_tried:
             self._embed_tried = True
             from hindsight.lm.embed import embeddings_available, get_embedder
 
             self._embed = get_embedder().embed if embeddings_available() else None
-        return self._embed(texts) if self._embed is not None else None
+        return self._embed(list(texts)) if self._embed is not None else None
+
+    def _embeddings_on(self) -> bool:
+        return self.cfg.sim_weight > 0 or self.cfg.max_children > self.cfg.candidates
 
     def _ends_clause(self, tok: int) -> bool:
         """Whether the text ends a clause after this token (its last character is a clause end)."""
@@ -158,19 +180,51 @@ class Rain:
 
     # ---- the search ----------------------------------------------------------------------------------------
     def run(self, prompt: str) -> RainResult:
+        """One search (a batch of one)."""
+        return self.run_many([prompt])[0]
+
+    def run_many(self, prompts: Sequence[str]) -> list[RainResult]:
+        """One search per prompt, all advanced together so that their forwards are shared.
+
+        Each result (text, iterations, tree) is what ``run`` gives for that prompt alone with the same seed.
+        Costs are the batch's, divided evenly among its prompts.
+        """
         cfg, lm = self.cfg, self.lm
+        if not prompts:
+            return []
+        ids = [lm.prompt_ids(p, use_chat=self.use_chat) for p in prompts]
+        for x in ids:
+            lm.check_length(len(x), cfg.max_tokens + cfg.rollout_max)
         t0 = time.perf_counter()
         before = lm.counters.snapshot()
-        tree, root_state = self.begin(prompt)
-        root = tree
-        committed = {id(tree)}
+        searches = [self.begin(p) for p in prompts]
+        results = run_searches(lm, ids, list(prompts), [self._search(s) for s in searches],
+                               self.evaluator.values_many, self.embed)
+        spent, secs, b = lm.counters.since(before), time.perf_counter() - t0, len(prompts)
+        for r in results:
+            r.forward_passes, r.tokens_computed, r.seconds = spent.forward_passes / b, spent.tokens / b, secs / b
+            r.batch = b
+        return results
+
+    def begin(self, prompt: str) -> _Search:
+        """A new search for ``prompt`` (seeded from the config); drive it with ``_search`` or ``iterate``."""
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(self.cfg.seed if self.cfg.seed is not None else int(time.time_ns() % (2**31)))
+        self.evaluator.hint_prefix(prompt, "")
+        return _Search(prompt=prompt, gen=gen)
+
+    def _search(self, s: _Search) -> Generator[Request, Any, RainResult]:
+        """The outer loop for one prompt: search the current node, commit its best child, until EOS or budget."""
+        cfg, lm = self.cfg, self.lm
+        committed = {id(s.tree)}
         steps: list[dict[str, Any]] = []
         total = 0
-        while not root.terminal:
+        while not s.root.terminal:
+            root = s.root
             target = max(cfg.max_iters, root.n + min(cfg.extra_iters, cfg.max_iters))
             iters = 0
             while root.n < target:
-                self._iterate(root, root_state)
+                yield from self._iterate(s)
                 iters += 1
                 b = best_child(root)
                 if b.n > cfg.min_visits and b.q > cfg.value_threshold:
@@ -181,59 +235,42 @@ class Rain:
                           "value": round(child.q, 4)})
             committed.add(id(child))
             if not child.terminal:
-                lm.extend(root_state, torch.tensor([child.tokens], device=lm.device))
-                self.evaluator.hint_prefix(prompt, lm.decode(child.path_tokens()))
-            root = child
-        tokens = root.path_tokens()
+                yield Commit(child.tokens)
+                self.evaluator.hint_prefix(s.prompt, lm.decode(child.path_tokens()))
+            s.root = child
+        tokens = s.root.path_tokens()
         text = lm.decode(tokens)
-        value = float(self.evaluator.values(prompt, [text])[0])
-        spent = lm.counters.since(before)
+        value = float((yield Judge([text]))[0])
         eos = bool(tokens) and tokens[-1] in lm.eos_token_ids
-        return RainResult(prompt=prompt, text=text, tokens=tokens, finish_reason="eos" if eos else "length",
-                          value=value, iterations=total, steps=steps, forward_passes=spent.forward_passes,
-                          tokens_computed=spent.tokens, seconds=time.perf_counter() - t0, config=asdict(cfg),
-                          tree=tree, committed=committed)
+        return RainResult(prompt=s.prompt, text=text, tokens=tokens, finish_reason="eos" if eos else "length",
+                          value=value, iterations=total, steps=steps, forward_passes=0, tokens_computed=0,
+                          seconds=0.0, config=asdict(cfg), tree=s.tree, committed=committed)
 
-    def begin(self, prompt: str) -> tuple[Node, DecodeState]:
-        """Start a search: the empty tree's root and the prompt's prefilled 1-row state (then call ``_iterate``)."""
-        cfg, lm = self.cfg, self.lm
-        ids = lm.prompt_ids(prompt, use_chat=self.use_chat)
-        lm.check_length(len(ids), cfg.max_tokens + cfg.rollout_max)
-        self._prompt = prompt
-        self._gen = torch.Generator(device="cpu")
-        self._gen.manual_seed(cfg.seed if cfg.seed is not None else int(time.time_ns() % (2**31)))
-        self._minmax = MinMax()
-        self.evaluator.hint_prefix(prompt, "")
-        return Node(tokens=[]), lm.start(ids, 1)
+    def iterate(self, s: _Search) -> None:
+        """Run one inner iteration of search ``s`` on its own (for tests and step-by-step use)."""
+        run_searches(self.lm, [self.lm.prompt_ids(s.prompt, use_chat=self.use_chat)], [s.prompt],
+                     [self._iterate(s)], self.evaluator.values_many, self.embed)
 
-    def _state_at(self, node: Node, root: Node, root_state: DecodeState) -> DecodeState:
-        """A 1-row state after the prompt, the committed response and ``node``'s path below the current node."""
-        state = self.lm.select(root_state, [0])
-        below = node.path_tokens(stop=root)
-        if below:
-            self.lm.extend(state, torch.tensor([below], device=self.lm.device))
-        return state
-
-    def _iterate(self, root: Node, root_state: DecodeState) -> None:
+    def _iterate(self, s: _Search) -> Generator[Request, Any, None]:
         """One inner iteration: select a leaf, roll out once and evaluate, expand without rollouts, back up."""
-        cfg, lm, node = self.cfg, self.lm, root
+        cfg, lm, root = self.cfg, self.lm, s.root
+        node = root
         while node.children and not node.terminal:
             if self._needs_more(node):
-                self._expand(node, self._state_at(node, root, root_state), rollout=False)
-            node = select_child(node, self._minmax, cfg.c_puct, cfg.root_prior_weight if node is root else 1.0)
+                yield from self._expand(s, node, rollout=False)
+            node = select_child(node, s.minmax, cfg.c_puct, cfg.root_prior_weight if node is root else 1.0)
         path = node.path_tokens()
         if node.terminal:
-            value = float(self.evaluator.values(self._prompt, [lm.decode(path)])[0])
+            value = float((yield Judge([lm.decode(path)]))[0])
         else:
-            rollout = self._expand(node, self._state_at(node, root, root_state), rollout=True)
-            value = float(self.evaluator.values(self._prompt, [lm.decode(path + rollout)])[0])
+            rollout = yield from self._expand(s, node, rollout=True)
+            value = float((yield Judge([lm.decode(path + rollout)]))[0])
             if node is not root and not node.rollout_text:
                 node.rollout_text = lm.decode(node.tokens + rollout)
-        if node.embedding is None and node is not root and node.n == 0:
-            text = node.rollout_text or node.text
-            embs = self.embed([text])
+        if node.embedding is None and node is not root and node.n == 0 and self._embeddings_on():
+            embs = yield Embed([node.rollout_text or node.text])
             node.embedding = embs[0] if embs is not None else None
-        backup(node, value, self._minmax, stop=root, sim_threshold=cfg.sim_threshold, sim_weight=cfg.sim_weight)
+        backup(node, value, s.minmax, stop=root, sim_threshold=cfg.sim_threshold, sim_weight=cfg.sim_weight)
 
     def _needs_more(self, node: Node) -> bool:
         """Dynamic addition: every child is poor and they are too alike (or all one), and there is room for more."""
@@ -241,9 +278,9 @@ class Rain:
         return (len(kids) < self.cfg.max_children and max(ch.q for ch in kids) < 0
                 and (len(kids) == 1 or mean_pairwise_cosine(kids) > self.cfg.alike_threshold))
 
-    def _expand(self, node: Node, state: DecodeState, *, rollout: bool) -> list[int]:
-        """Add up to ``candidates`` unvisited children to ``node`` (whose 1-row state is ``state``) and, with
-        ``rollout``, sample one rollout from ``node`` in the same batch; return the rollout's tokens."""
+    def _expand(self, s: _Search, node: Node, *, rollout: bool) -> Generator[Request, Any, list[int]]:
+        """Add up to ``candidates`` unvisited children to ``node`` and, with ``rollout``, sample one rollout from
+        ``node`` in the same decoding; return the rollout's tokens."""
         cfg, lm = self.cfg, self.lm
         path = node.path_tokens()
         k = min(self.set_size(node.depth), cfg.max_tokens - len(path))
@@ -251,15 +288,16 @@ class Rain:
         seen = {tuple(ch.tokens) for ch in node.children}
         if cfg.rollout_max < 1 or (path and self._ends_clause(path[-1])):
             rollout = False  # no rollouts, or the text already ends a clause: judge it as it is
+        logp = yield Open(node.path_tokens(stop=s.root))
         sets: list[tuple[list[int], float]] = []
         if k == 1 and m > 0:  # single tokens: the most likely ones not yet children (no decoding needed)
-            logp = state.logprobs[0].float().cpu()
-            top = torch.topk(logp, min(logp.shape[0], m + len(seen)))
+            lp0 = logp[0].float().cpu()
+            top = torch.topk(lp0, min(lp0.shape[0], m + len(seen)))
             for lp, tok in zip(top.values.tolist(), top.indices.tolist()):
                 if (tok,) not in seen and len(sets) < m and lp > -math.inf:
                     sets.append(([tok], lp))
             m = 0
-        seqs, set_lp = self._decode(state, m, k, rollout)
+        seqs, set_lp = yield from self._decode(s, logp, m, k, rollout)
         for seq, lp in zip(seqs[:m], set_lp):
             sets.append((seq, lp))
         out = seqs[m] if rollout else []
@@ -272,24 +310,23 @@ class Rain:
                                       text=lm.decode(toks), terminal=eos or len(path) + len(toks) >= cfg.max_tokens))
         return out
 
-    def _decode(self, state: DecodeState, m: int, k: int, rollout: bool) -> tuple[list[list[int]], list[float]]:
+    def _decode(self, s: _Search, logp: torch.Tensor, m: int, k: int,
+                rollout: bool) -> Generator[Request, Any, tuple[list[list[int]], list[float]]]:
         """Decode ``m`` candidate rows (a ``k``-token set each: row 0 greedy, the others top-k sampled) and, with
         ``rollout``, one more row sampled from the full distribution until a clause ends, EOS or ``rollout_max``.
 
-        All rows start from the 1-row ``state`` (which is consumed). Returns each row's tokens (a set stops early
-        at EOS) and each set's log-probability under the model. Rows with the same tokens so far share one
-        cached row (their next-token distribution is the same), so a forward only computes distinct prefixes;
-        finished rows and the last token of a row are never fed.
+        All rows start from the one row whose next-token log-probs are ``logp`` (``[1, V]``). Returns each row's
+        tokens (a set stops early at EOS) and each set's log-probability under the model. Rows with the same
+        tokens so far share one decoding row (their next-token distribution is the same), so a forward only
+        computes distinct prefixes; finished rows and the last token of a row are never fed.
         """
         cfg, lm = self.cfg, self.lm
         r_max = cfg.rollout_max if rollout else 0
         n = m + int(rollout)  # rows: candidates first, then the rollout
         seqs: list[list[int]] = [[] for _ in range(n)]
         cand_lp = [0.0] * m
-        owner: list[int | None] = [0] * n  # the cached row holding each row's prefix (None: finished)
-        rows = state
+        owner: list[int | None] = [0] * n  # the decoding row holding each row's prefix (None: finished)
         for t in range(max(k if m else 0, r_max)):
-            logp = rows.logprobs
             if m and t < k:
                 live = [i for i in range(m) if owner[i] is not None]
                 idx = torch.tensor([owner[i] if owner[i] is not None else 0 for i in range(m)])
@@ -297,7 +334,7 @@ class Rain:
                 c = torch.empty(m, dtype=torch.long)
                 c[0] = int(lp_rows[0].argmax())
                 if m > 1:
-                    c[1:] = sample_from_logprobs(warp(lp_rows[1:], top_k=cfg.top_k), generator=self._gen).cpu()
+                    c[1:] = sample_from_logprobs(warp(lp_rows[1:], top_k=cfg.top_k), generator=s.gen).cpu()
                 chosen = lp_rows.gather(1, c[:, None].to(logp.device)).squeeze(1).double().cpu().tolist()
                 for i, tok in zip(live, c[live].tolist()):
                     seqs[i].append(tok)
@@ -305,28 +342,26 @@ class Rain:
                     if t + 1 >= k or tok in lm.eos_token_ids:
                         owner[i] = None
             if rollout and owner[-1] is not None:
-                tok = int(sample_from_logprobs(logp[owner[-1]][None], generator=self._gen)[0])
+                tok = int(sample_from_logprobs(logp[owner[-1]][None], generator=s.gen)[0])
                 seqs[-1].append(tok)
                 if len(seqs[-1]) >= r_max or self._roll_ended(tok):
                     owner[-1] = None
-            # the rows that go on: one cached row per distinct (parent row, token)
+            # the rows that go on: one decoding row per distinct (parent row, token)
             keys: dict[tuple[int, int], int] = {}
             for i in range(n):
                 if owner[i] is not None:
                     owner[i] = keys.setdefault((owner[i], seqs[i][-1]), len(keys))
             if not keys:
                 break
-            parents = [p for p, _ in keys]
-            if parents != list(range(rows.n)):
-                rows = lm.select(rows, parents)
-            lm.step(rows, torch.tensor([tok for _, tok in keys], device=lm.device))
+            logp = yield Step(list(keys))
         return seqs, cand_lp
 
     def _roll_ended(self, tok: int) -> bool:
         return tok in self.lm.eos_token_ids or self._ends_clause(tok)
 
 
-def rain(lm: LanguageModel, prompt: str, evaluator: Evaluator, config: RainConfig | None = None, *,
-         embed: EmbedFn | None = None, use_chat: bool = True) -> RainResult:
-    """Run RAIN once (see :class:`Rain`)."""
-    return Rain(lm, evaluator, config, embed=embed, use_chat=use_chat).run(prompt)
+def rain(lm: LanguageModel, prompt: str | Sequence[str], evaluator: Evaluator, config: RainConfig | None = None,
+         *, embed: EmbedFn | None = None, use_chat: bool = True) -> RainResult | list[RainResult]:
+    """Run RAIN on one prompt, or on a list of prompts batched together (see :class:`Rain`)."""
+    search = Rain(lm, evaluator, config, embed=embed, use_chat=use_chat)
+    return search.run(prompt) if isinstance(prompt, str) else search.run_many(prompt)

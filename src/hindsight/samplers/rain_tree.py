@@ -45,7 +45,7 @@ class Node:
     def to_json(self, committed: set[int] | None = None) -> dict[str, Any]:
         """Text, visits, value and prior of this node and its subtree (``committed``: ids on the chosen path)."""
         out: dict[str, Any] = {"text": self.text, "tokens": self.tokens, "visits": round(self.n, 3),
-                               "value": round(self.q, 4), "prior": round(self.prior, 6),
+                               "value": round(self.q, 4), "prior": float(f"{self.prior:.4g}"),
                                "rollout": self.rollout_text, "terminal": self.terminal}
         if committed is not None:
             out["committed"] = id(self) in committed

@@ -1,0 +1,164 @@
+"""Many RAIN searches advanced together: their forwards, evaluations and embeddings batched across prompts.
+
+A search (:meth:`hindsight.samplers.rain.Rain._search`) is a generator: whenever it needs the model, the
+evaluator or the embedder it yields a request and is resumed with the answer. :func:`run_searches` collects
+the pending requests of all searches and answers each kind with one batched call:
+
+- :class:`Open` (start decoding from the committed response + some tokens) and :class:`Step` (the next rows of
+  that decoding, each a (parent row, token) pair) become padded multi-prompt forwards over
+  :class:`hindsight.lm.ragged.Rows` — one for all the opens, one for all the steps;
+- :class:`Judge` becomes one ``Evaluator.values_many`` call, :class:`Embed` one embedder call;
+- :class:`Commit` (append a committed token set to a search's cached response) costs no forward of its own:
+  the tokens go in front of the search's next open, and the response is cut back out of that row.
+
+A search sees exactly the answers it would see alone (its own random generator, its own tree); only float
+rounding of a padded batch can differ, so each prompt's answer, iteration count and tree match a run alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hindsight.lm import ragged
+from hindsight.lm.base import LanguageModel
+from hindsight.lm.ragged import Rows
+
+
+@dataclass
+class Open:
+    """Start a decoding: one row after the committed response and ``tokens``; answered with ``[1, V]``."""
+
+    tokens: list[int]
+
+
+@dataclass
+class Step:
+    """The next rows of the current decoding, ``(parent row, token)`` each; answered with ``[len(keys), V]``."""
+
+    keys: list[tuple[int, int]]
+
+
+@dataclass
+class Judge:
+    """Values of these texts as responses to the search's prompt; answered with a float64 tensor."""
+
+    texts: list[str]
+
+
+@dataclass
+class Embed:
+    """Unit embeddings of these texts; answered with ``[len(texts), d]`` or None (embeddings off)."""
+
+    texts: list[str]
+
+
+@dataclass
+class Commit:
+    """Append ``tokens`` to the search's cached response; answered with None."""
+
+    tokens: list[int]
+
+
+Request = Open | Step | Judge | Embed | Commit
+Search = Generator[Request, Any, Any]
+JudgeMany = Callable[[Sequence[tuple[str, Sequence[str]]]], list[torch.Tensor]]
+EmbedFn = Callable[[Sequence[str]], torch.Tensor | None]
+
+
+def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list[int]], roots: list[Rows],
+                  pending: dict[int, list[int]], opens: dict[int, Open],
+                  steps: dict[int, Step]) -> tuple[Rows | None, dict[int, list[int]], dict]:
+    """Answer all opens and steps: one forward for the steps, one for the opens; returns the new session.
+
+    An open also brings its search's cached response up to date with the tokens committed since (``pending``),
+    in the same forward: a commit costs no forward of its own."""
+    answers: dict[int, torch.Tensor] = {}
+    parts: list[Rows] = []
+    new_owned: dict[int, list[int]] = {}
+    width = 0
+    if steps:
+        order = list(steps)
+        parents = [owned[i][p] for i in order for p, _ in steps[i].keys]
+        kept = session if parents == list(range(session.n)) else ragged.take(session, parents)
+        stepped = ragged.append(lm, kept, [[t] for i in order for _, t in steps[i].keys])
+        parts.append(stepped)
+        for i in order:
+            k = len(steps[i].keys)
+            new_owned[i] = list(range(width, width + k))
+            width += k
+    if opens:
+        order = list(opens)
+        # committed tokens not yet in a search's cached response go first; the response is then cut from the row
+        lead = {j: len(pending.get(i, [])) for j, i in enumerate(order) if pending.get(i)}
+        opened = ragged.append(lm, ragged.join([roots[i] for i in order]),
+                               [pending.get(i, []) + opens[i].tokens for i in order], also_after=lead)
+        for j, k in lead.items():
+            i = order[j]
+            row = ragged.take(opened, [j]) if len(order) > 1 else opened
+            roots[i] = ragged.truncate(row, int(roots[i].lengths()[0]) + k, opened.extra[j])
+            pending.pop(i)
+        parts.append(opened)
+        for j, i in enumerate(order):
+            new_owned[i] = [width + j]
+        width += len(order)
+    if not parts:
+        return None, {}, answers
+    new = ragged.join(parts) if len(parts) > 1 else parts[0]
+    for i, rows in new_owned.items():
+        answers[i] = new.logprobs[rows]
+    return new, new_owned, answers
+
+
+def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Sequence[str],
+                 searches: Sequence[Search], judge_many: JudgeMany, embed: EmbedFn) -> list[Any]:
+    """Drive ``searches`` (one per prompt) to completion, batching their requests; returns their results."""
+    roots = [ragged.from_state(lm.start(ids, 1)) for ids in prompt_ids]
+    results: list[Any] = [None] * len(searches)
+    pending: dict[int, Request] = {}
+
+    def advance(i: int, answer: Any, first: bool = False) -> None:
+        try:
+            pending[i] = next(searches[i]) if first else searches[i].send(answer)
+        except StopIteration as stop:
+            results[i] = stop.value
+            pending.pop(i, None)
+
+    for i in range(len(searches)):
+        advance(i, None, first=True)
+    session: Rows | None = None
+    owned: dict[int, list[int]] = {}
+    pending_commits: dict[int, list[int]] = {}
+    while pending:
+        kinds: dict[type, dict[int, Any]] = {k: {} for k in (Open, Step, Judge, Embed, Commit)}
+        for i, req in pending.items():
+            kinds[type(req)][i] = req
+        answers: dict[int, Any] = {}
+        if kinds[Open] or kinds[Step]:
+            session, owned, decoded = _decode_round(lm, session, owned, roots, pending_commits, kinds[Open],
+                                                    kinds[Step])
+            answers.update(decoded)
+        else:
+            session, owned = None, {}
+        if kinds[Judge]:
+            order = list(kinds[Judge])
+            vals = judge_many([(prompts[i], kinds[Judge][i].texts) for i in order])
+            answers.update(zip(order, vals))
+        if kinds[Embed]:
+            order = list(kinds[Embed])
+            texts = [t for i in order for t in kinds[Embed][i].texts]
+            embs = embed(texts)
+            at = 0
+            for i in order:
+                k = len(kinds[Embed][i].texts)
+                answers[i] = None if embs is None else embs[at: at + k]
+                at += k
+        for i, c in kinds[Commit].items():  # applied by the search's next open (see _decode_round)
+            pending_commits.setdefault(i, []).extend(c.tokens)
+            answers[i] = None
+        for i in list(pending):
+            advance(i, answers[i])
+    return results
