@@ -108,7 +108,8 @@ def run_retrieval(claims: Sequence[dict], index: BM25Index, scorers: dict[str, P
             new[name] = [[float(t), int(k)] for t, k in zip(s.total.tolist(), s.tokens.tolist())]
         if todo or str(claim["id"]) not in rf:
             base = {"id": claim["id"], "relevant": [str(d) for d in claim["cited_doc_ids"]],
-                    "bm25": [p.id for p, _ in hits], "top_k": top_k}
+                    "bm25": [p.id for p, _ in hits],
+                    "bm25_scores": [round(float(s), 6) for _, s in hits], "top_k": top_k}
             _merge(rf, base, new)
         if on_item:
             on_item()
