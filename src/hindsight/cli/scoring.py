@@ -103,25 +103,36 @@ def retrieve(
     scorer: str = typer.Option(None, "--scorer", "-s", help=f"Rerank with: {', '.join(SCORERS)} (default: BM25 only)."),
     mean: bool = MEAN_OPTION,
     max_words: int = typer.Option(200, "--max-words", help="Truncate passages to this many words when scoring."),
+    fusion: str = typer.Option(None, "--fusion", help="Fuse BM25 with the reranker: minmax | z | rrf."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Fusion weight of the reranker (0 = BM25 alone, 1 = reranker alone)."),
     model: str = MODEL_OPTION,
     reverse_model: str = REVERSE_MODEL_OPTION,
     device: str = DEVICE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """BM25 retrieval over a corpus file, reranked by a scorer."""
+    """BM25 retrieval over a corpus file, reranked by a scorer (optionally fused with BM25's score)."""
     from hindsight.reverse.retrieval import BM25Index, read_corpus
     from hindsight.reverse.retrieval import retrieve as run_retrieve
 
     if not Path(corpus).expanduser().is_file():
         raise HindsightError(f"The corpus file {corpus} does not exist.")
+    if fusion is not None:
+        from hindsight.reverse.fusion import fuse
+
+        fuse([0.0], [0.0], fusion, alpha)  # the method and weight checked before any loading
+        if not scorer:
+            raise HindsightError("--fusion needs a reranker: pass --scorer too.")
     sc = build_scorer(scorer, model, reverse_model, device, "retrieval") if scorer else None
     with err.status("Indexing the corpus with BM25..."):
         index = BM25Index(read_corpus(corpus))
-    hits = run_retrieve(query, index, top_k=top_k, scorer=sc, normalise=mean, max_words=max_words)
+    hits = run_retrieve(query, index, top_k=top_k, scorer=sc, normalise=mean, max_words=max_words,
+                        fusion=fusion, alpha=alpha)
     if json_out:
-        print_json({"query": query, "scorer": scorer or "bm25", "hits": hits})
+        print_json({"query": query, "scorer": scorer or "bm25", "fusion": fusion,
+                    "alpha": alpha if fusion else None, "hits": hits})
         return
-    table = Table(title=f"top {len(hits)} for {query!r} ({scorer or 'BM25'})")
+    how = f"{scorer} + BM25, {fusion} fusion, alpha {alpha:g}" if fusion else scorer or "BM25"
+    table = Table(title=f"top {len(hits)} for {query!r} ({how})")
     for col in ("rank", "id", "bm25", "score", "passage"):
         table.add_column(col)
     for h in hits:
