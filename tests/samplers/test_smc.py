@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.exact import optimal_twist, proposal_log_weights
+from hindsight.experiments.exact import optimal_twist, proposal_log_weights
 from hindsight.samplers.smc import bootstrap_smc, importance_sampling, run_smc, twisted_smc
 from hindsight.twists.base import TableTwist
 from tests.toy_task import T, one_thread, toy_task  # noqa: F401

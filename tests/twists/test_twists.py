@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.exact import exact_kls, exact_target, optimal_twist, proposal_log_weights
+from hindsight.experiments.exact import exact_kls, exact_target, optimal_twist, proposal_log_weights
 from hindsight.potentials.text import Regex
 from hindsight.samplers.smc import trace_drawer
 from hindsight.twists.checkpoint import load_twist, save_twist

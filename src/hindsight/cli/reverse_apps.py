@@ -9,9 +9,10 @@ from rich.table import Table
 
 from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, get_model, out, print_json, progress_bar
 from hindsight.errors import HindsightError
-from hindsight.evaluation.citation import citation_items, run_citation, summarize_citation
-from hindsight.evaluation.jailbreak import jailbreak_items, run_jailbreak, summarize_jailbreak
-from hindsight.evaluation.results import ResultFile
+from hindsight.experiments.citation import CitationEval
+from hindsight.experiments.jailbreak import JailbreakEval
+from hindsight.experiments.runner import Loaders, run_experiment
+from hindsight.records.results import ResultFile
 from hindsight.lm import LanguageModel
 from hindsight.reverse.citation import SEARCHES, cite as cite_summary, split_sentences
 from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, defend as run_defence, make_filter
@@ -118,6 +119,14 @@ def defend(
 
 
 # ---- eval citation ---------------------------------------------------------------------------------------------
+def _run(exp, out_file: str, info) -> dict:
+    """The experiment on the shared runner, resuming from ``out_file``, under a progress bar."""
+    results = ResultFile(out_file, key_field=exp.key_field)
+    with progress_bar(exp.name, len(exp.items())) as (prog, task):
+        return run_experiment(exp, results, loaders=Loaders(model=get_model),
+                              on_item=lambda rec: prog.update(task, advance=1, info=info(rec)[:80]))
+
+
 def _rate(k: int, n: int, lo: float, hi: float) -> str:
     return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]" if n else "-"
 
@@ -137,23 +146,15 @@ def eval_citation(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """CNN/DM: accuracy of finding each highlight's source sentence (gold = max lexical overlap)."""
-    scorer_names = _names(scorers, SCORERS, "scorer")
-    search_names = _names(searches, SEARCHES, "search")
-    items = [it for it in citation_items(data, limit, max_sentences, highlights) if it["overlap"] >= min_overlap]
-    results = ResultFile(out_file, key_field="key")
-    todo = sum(it["key"] not in results for it in items)
-    if todo:
-        lm = get_model(model, device)
-        rev = _reverse_lm(reverse_model, device)
-        scs = {n: make_scorer(n, lm, task="citation", reverse_lm=rev) for n in scorer_names}
-        with progress_bar("citation", len(items)) as (prog, task):
-            def tick(rec):
-                info = "" if rec is None else " ".join(
-                    f"{c}:{'✓' if r['correct'] else '✗'}" for c, r in rec["results"].items())
-                prog.update(task, advance=1, info=info[:80])
-            run_citation(items, lm, scs, search_names, results, on_item=tick)
-    keys = {it["key"] for it in items}
-    summary = summarize_citation([results.records[k] for k in keys if k in results], min_overlap)
+    exp = CitationEval(data=data, limit=limit, max_sentences=max_sentences, highlights=highlights,
+                       min_overlap=min_overlap, scorers=_names(scorers, SCORERS, "scorer"),
+                       searches=_names(searches, SEARCHES, "search"), model=model, reverse_model=reverse_model,
+                       device=device)
+
+    def info(rec) -> str:
+        return "" if rec is None else " ".join(f"{c}:{'✓' if r['correct'] else '✗'}" for c, r in rec["results"].items())
+
+    summary = _run(exp, out_file, info)
     summary.update(out=out_file, limit=limit, max_sentences=max_sentences, highlights=highlights)
     if json_out:
         print_json(summary)
@@ -191,20 +192,12 @@ def eval_jailbreak(
     filter_names = _names(filters, FILTERS, "filter")
     if not 0 <= threshold < 1:
         raise HindsightError(f"--threshold must be in [0, 1) (got {threshold}).")
-    items = list(jailbreak_items(data, limit, attack))
-    if not any(it["split"] == "attack" for it in items) and limit != 0:
+    exp = JailbreakEval(data=data, limit=limit, attack=attack, filters=filter_names, queries=queries,
+                        threshold=threshold, max_response_tokens=max_response_tokens, seed=seed, model=model,
+                        reverse_model=reverse_model, device=device)
+    if not any(it["split"] == "attack" for it in exp.items()) and limit != 0:
         raise HindsightError(f"No successful {attack} attacks in the artifacts; try --attack any.")
-    results = ResultFile(out_file, key_field="key")
-    if any(it["key"] not in results for it in items):
-        lm = get_model(model, device)
-        gen = make_reverse_generator(lm, reverse_lm=_reverse_lm(reverse_model, device), **QUERY_SAMPLING)
-        filts = [make_filter(n, lm) for n in filter_names]
-        with progress_bar("jailbreak", len(items)) as (prog, task):
-            def tick(rec):
-                prog.update(task, advance=1, info="" if rec is None else rec["key"])
-            run_jailbreak(items, lm, gen, filts, results, n_queries=queries,
-                          max_response_tokens=max_response_tokens, seed=seed, on_item=tick)
-    summary = summarize_jailbreak([results.records[it["key"]] for it in items if it["key"] in results], threshold)
+    summary = _run(exp, out_file, lambda rec: "" if rec is None else rec["key"])
     summary.update(out=out_file, queries=queries, attack=attack)
     if json_out:
         print_json(summary)

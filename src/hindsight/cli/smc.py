@@ -12,7 +12,7 @@ from rich.table import Table
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out,
                                   print_json, progress_bar)
 from hindsight.errors import HindsightError
-from hindsight.evaluation.results import ResultFile
+from hindsight.records.results import ResultFile
 
 twist_app = typer.Typer(help="Learned twists for twisted SMC.", no_args_is_help=True)
 
@@ -196,8 +196,8 @@ def bounds(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Lower/upper bounds on log Z and KL estimates for each sampler (exact samples by rejection sampling)."""
-    from hindsight.evaluation.bounds import bounds as run_bounds
-    from hindsight.evaluation.bounds import plot_bounds
+    from hindsight.experiments.bounds import bounds as run_bounds
+    from hindsight.experiments.bounds import plot_bounds
 
     counts = _int_list(particles, "--particles")
     names = [s.strip() for s in samplers.split(",") if s.strip()]

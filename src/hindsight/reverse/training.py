@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.data import data_root, read_jsonl
+from hindsight.records.data import data_root, read_jsonl
 from hindsight.lm import LanguageModel
 
 from hindsight.reverse.scorers import FORWARD_TAG, REVERSE_TAG
