@@ -124,7 +124,8 @@ def _run(exp, out_file: str, counts=lambda rec: True) -> tuple[list, int]:
     rf = ResultFile(out_file, exp.key_field)
     items = exp.items()
     with progress_bar(exp.name, len(items)) as (prog, task):
-        rows = run_experiment(exp, rf, on_item=lambda rec: prog.advance(task))
+        rows = run_experiment(exp, rf, on_item=lambda rec: prog.advance(task),
+                              on_pace=lambda p: prog.console.print(p.text()))
     return rows, sum(counts(rec) for rec in rf.select(it["id"] for it in items))
 
 
