@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, err, out, print_json, progress_bar
+from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, out, print_json, progress_bar
 from hindsight.cli.scoring import REVERSE_MODEL_OPTION, build_scorer
 from hindsight.cli.tables import print_length_controlled, print_paired
 from hindsight.errors import HindsightError
+from hindsight.lm import DEFAULT_MODEL
 
 DATA_OPTION = typer.Option(None, "--data", help="The data folder (default: shared/data) or the dataset file.")
 LIMIT_OPTION = typer.Option(None, "--limit", help="Use the first N items only.")
@@ -59,10 +60,9 @@ def preferences(
     exp = PreferenceEval(scorers=_check_names(scorers, reverse_model), data=data, limit=limit, model=model,
                          reverse_model=reverse_model, device=device)
     path = dataset_file(*PREFERENCE_FILE, data)
-    exp.prepare(_loaders())
     summary, n = _run(exp, out_file)
     _table(f"AlpacaEval pairwise preference agreement ({n} pairs, draws excluded)", summary, json_out,
-           {"data": str(path), "out": out_file, "model": next(iter(exp.parts["scorers"].values())).lm.name})
+           {"data": str(path), "out": out_file, "model": model or DEFAULT_MODEL})
 
 
 def retrieval(
@@ -92,8 +92,6 @@ def retrieval(
                         fusion=fusion, alpha=alpha, fit_alpha=fit_alpha)
     claims_path = exp.claims_path()
     exp.dev_claims()  # a bad --fit-alpha is one sentence before anything loads
-    with err.status("Loading the scorers and indexing the SciFact corpus with BM25..."):
-        exp.prepare(_loaders())
     summary, _ = _run(exp, out_file)
     for f in summary["fits"]:  # the chosen alpha is kept with the results it produced
         ResultFile(out_file, exp.key_field).append({"id": f"fusion-fit:{f['system']}:{f['method']}",
@@ -124,7 +122,7 @@ def _run(exp, out_file: str, counts=lambda rec: True) -> tuple[list, int]:
     rf = ResultFile(out_file, exp.key_field)
     items = exp.items()
     with progress_bar(exp.name, len(items)) as (prog, task):
-        rows = run_experiment(exp, rf, on_item=lambda rec: prog.advance(task),
+        rows = run_experiment(exp, rf, on_item=lambda rec: prog.advance(task), loaders=_loaders(),
                               on_pace=lambda p: prog.console.print(p.text()))
     return rows, sum(counts(rec) for rec in rf.select(it["id"] for it in items))
 

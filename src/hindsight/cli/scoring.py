@@ -114,14 +114,14 @@ def retrieve(
     from hindsight.reverse.retrieval import BM25Index, read_corpus
     from hindsight.reverse.retrieval import retrieve as run_retrieve
 
-    if not Path(corpus).expanduser().is_file():
-        raise HindsightError(f"The corpus file {corpus} does not exist.")
     if fusion is not None:
         from hindsight.reverse.fusion import fuse
 
         fuse([0.0], [0.0], fusion, alpha)  # the method and weight checked before any loading
         if not scorer:
             raise HindsightError("--fusion needs a reranker: pass --scorer too.")
+    if not Path(corpus).expanduser().is_file():
+        raise HindsightError(f"The corpus file {corpus} does not exist.")
     sc = build_scorer(scorer, model, reverse_model, device, "retrieval") if scorer else None
     with err.status("Indexing the corpus with BM25..."):
         index = BM25Index(read_corpus(corpus))
