@@ -11,7 +11,7 @@ from hindsight.cli.common import out
 
 
 def _p(p: float) -> str:
-    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
 def print_paired(table: dict[str, Any], title: str | None = None) -> None:
