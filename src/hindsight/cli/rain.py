@@ -8,13 +8,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out,
-                                  print_json, progress_bar)
+from hindsight.api import RainRequest
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute, flag_errors,
+                                  get_model, num, out, print_json, progress_bar, runtime)
 from hindsight.cli.tables import print_paired
-from hindsight.errors import HindsightError
 from hindsight.infra import atomic_write
 
-TASKS = ("harmless", "truthful")
 DATA_OPTION = typer.Option(None, "--data", help="Data folder (default: $HINDSIGHT_DATA or shared/data).")
 LIMIT_OPTION = typer.Option(20, "--limit", help="Number of items (RAIN is slow on CPU: keep this small).")
 EVALUATOR_OPTION = typer.Option(
@@ -48,42 +47,36 @@ def rain(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Answer with RAIN: search over token sets guided by an evaluator, rewinding before each commit."""
-    from hindsight.experiments.rain_judges import make_rain_evaluator
-    from hindsight.samplers.rain import Rain, RainConfig
-
-    if task not in TASKS:
-        raise HindsightError(f"Unknown task {task!r}; choose harmless or truthful.")
-    _check_value_rule(value_rule)
-    cfg = RainConfig.for_task(task, max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
-                              value_threshold=value_threshold, seed=seed)
-    cfg.check()
-    lm = get_model(model, device)
-    ev = make_rain_evaluator(evaluator, lm, task, value_rule=value_rule)
+    req = RainRequest(prompt=prompt, task=task, max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
+                      value_threshold=value_threshold, evaluator=evaluator, value_rule=value_rule,
+                      tree=tree is not None, seed=seed, model=model)
+    rt = runtime(device)
+    with flag_errors():
+        req.validate()
+        rt.model(model)  # loaded (with its own progress) before the search's status line
     with err.status("Searching..."):
-        res = Rain(lm, ev, cfg).run(prompt)
+        res = execute(req, rt=rt)
     if tree:
-        atomic_write(tree, json.dumps(res.tree_json(), ensure_ascii=False, indent=1))
+        atomic_write(tree, json.dumps(res.pop("tree"), ensure_ascii=False, indent=1))
     if json_out:
-        d = res.as_dict()
-        print_json({"text": res.text, "iterations": res.iterations, "forward_passes": res.forward_passes,
-                    "seconds": round(res.seconds, 3), "value": res.value, "evaluator": ev.name,
-                    "steps": d["steps"], "tokens": res.tokens, "finish_reason": res.finish_reason})
+        print_json(res)
         return
-    table = Table(title=f"RAIN ({ev.name}): {res.iterations} iterations, {res.forward_passes} forward passes, "
-                        f"{res.seconds:.1f}s")
+    table = Table(title=f"RAIN ({res['evaluator']}): {res['iterations']} iterations, {res['forward_passes']} forward "
+                        f"passes, {res['seconds']:.1f}s")
     for col in ("commit", "text", "iterations", "visits", "value"):
         table.add_column(col)
-    for i, s in enumerate(res.steps):
-        table.add_row(str(i), repr(s["text"]), str(s["iterations"]), f"{s['visits']:g}", f"{s['value']:.3f}")
+    for i, s in enumerate(res["steps"]):
+        table.add_row(str(i), repr(s["text"]), str(s["iterations"]), num(s["visits"], "g"), num(s["value"]))
     out.print(table)
-    out.print(f"[bold]response[/bold] (value {res.value:.3f}): {res.text}")
+    out.print(f"[bold]response[/bold] (value {num(res['value'])}): {res['text']}")
 
 
 def _check_value_rule(rule: str) -> None:
+    from hindsight.api.checks import one_of
     from hindsight.potentials.self_eval import VALUE_RULES
 
-    if rule not in VALUE_RULES:
-        raise HindsightError(f"Unknown value rule {rule!r}; choose vote or soft.")
+    with flag_errors():
+        one_of("value_rule", rule, VALUE_RULES, "value rule")
 
 
 def _progress_info(state: dict, rec: dict) -> str:

@@ -7,17 +7,19 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, get_model, out, print_json, progress_bar
+from hindsight.api import CiteRequest, DefendRequest
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, get_model, num, out,
+                                  print_json, progress_bar)
 from hindsight.cli.tables import print_paired
 from hindsight.errors import HindsightError
 from hindsight.experiments.citation import CitationEval
 from hindsight.experiments.jailbreak import JailbreakEval
 from hindsight.experiments.runner import Loaders, run_experiment
 from hindsight.records.results import ResultFile
-from hindsight.lm import LanguageModel
-from hindsight.reverse.citation import SEARCHES, cite as cite_summary, split_sentences
-from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, defend as run_defence, make_filter
+from hindsight.reverse.citation import SEARCHES
+from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, make_filter
 from hindsight.reverse.generation import make_reverse_generator
+from hindsight.reverse.models import ReverseModel, load_reverse_model
 from hindsight.reverse.scorers import SCORERS, make_scorer
 
 REVERSE_MODEL_OPTION = typer.Option(
@@ -26,8 +28,8 @@ REVERSE_MODEL_OPTION = typer.Option(
 DATA_OPTION = typer.Option(None, "--data", help="The data folder (default: shared/data or $HINDSIGHT_DATA).")
 
 
-def _reverse_lm(path: str | None, device: str | None) -> LanguageModel | None:
-    return get_model(path, device) if path else None
+def _reverse_lm(path: str | None, device: str | None) -> ReverseModel | None:
+    return load_reverse_model(path, device) if path else None
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -57,24 +59,18 @@ def cite(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Find the article sentence each summary sentence came from, by reverse scoring."""
-    _names(search, SEARCHES, "search")
-    text = _read(article, "article")
-    lm = get_model(model, device)
-    sc = make_scorer(scorer, lm, task="citation", reverse_lm=_reverse_lm(reverse_model, device))
-    results = cite_summary(sc, summary, text, search)
-    sentences = split_sentences(text)
+    res = execute(CiteRequest(summary=summary, article=_read(article, "article"), search=search, scorer=scorer,
+                              model=model, reverse_model=reverse_model), device)
     if json_out:
-        print_json({"model": lm.name, "scorer": scorer, "search": search, "article_sentences": len(sentences),
-                    "citations": [{"summary_sentence": s, "source_index": a.index,
-                                   "source_sentence": sentences[a.index], **a.as_dict()} for s, a in results]})
+        print_json(res)
         return
-    table = Table(title=f"{scorer} {search} search over {len(sentences)} article sentences")
+    table = Table(title=f"{scorer} {search} search over {res['article_sentences']} article sentences")
     table.add_column("summary sentence")
     table.add_column("#", justify="right")
     table.add_column("source sentence")
     table.add_column("pairs", justify="right")
-    for s, a in results:
-        table.add_row(s, str(a.index), sentences[a.index], str(a.pairs))
+    for c in res["citations"]:
+        table.add_row(c["summary_sentence"], str(c["source_index"]), c["source_sentence"], str(c["pairs"]))
     out.print(table)
 
 
@@ -94,28 +90,23 @@ def defend(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Input filter, then the same filter on queries reverse-generated from the response; block or pass."""
-    _names(filter_name, FILTERS, "filter")
-    lm = get_model(model, device)
-    filt = make_filter(filter_name, lm, filter_threshold)
-    gen = make_reverse_generator(lm, reverse_lm=_reverse_lm(reverse_model, device), **QUERY_SAMPLING)
-    respond = lambda p: lm.generate(p, n=1, max_tokens=max_tokens, temperature=0.0)[0].text  # noqa: E731
-    v = run_defence(prompt, filt, gen, respond=respond, response=response, n_queries=queries, threshold=threshold,
-                    seed=seed)
+    v = execute(DefendRequest(prompt=prompt, filter=filter_name, queries=queries, threshold=threshold,
+                              filter_threshold=filter_threshold, response=response, max_tokens=max_tokens,
+                              seed=seed, model=model, reverse_model=reverse_model), device)
     if json_out:
-        print_json({"model": lm.name, "filter": filter_name, "generator": gen.name, "threshold": threshold,
-                    **v.as_dict()})
+        print_json(v)
         return
-    out.print(f"[bold]{'BLOCKED' if v.blocked else 'ALLOWED'}[/bold] (stage: {v.stage}; {filter_name} score of the "
-              f"prompt {v.input_score:.3f}, threshold {filt.threshold})")
-    if v.response is not None:
-        out.print(f"response: {v.response!r}")
-        table = Table(title=f"{len(v.queries)} reverse queries ({gen.name}); flagged {v.flagged_fraction:.2f}, "
-                            f"block above {threshold}")
+    out.print(f"[bold]{'BLOCKED' if v['blocked'] else 'ALLOWED'}[/bold] (stage: {v['stage']}; {filter_name} score of "
+              f"the prompt {num(v['input_score'])}, threshold {v['filter_threshold']})")
+    if v["response"] is not None:
+        out.print(f"response: {v['response']!r}")
+        table = Table(title=f"{len(v['queries'])} reverse queries ({v['generator']}); flagged "
+                            f"{num(v['flagged_fraction'], '.2f')}, block above {threshold}")
         table.add_column("query")
         table.add_column("score", justify="right")
         table.add_column("flagged")
-        for q, s, f in zip(v.queries, v.query_scores, v.query_flags):
-            table.add_row(q, f"{s:.3f}", "yes" if f else "")
+        for q, s, f in zip(v["queries"], v["query_scores"], v["query_flags"]):
+            table.add_row(q, num(s), "yes" if f else "")
         out.print(table)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, out, print_json, progress_bar
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, flag_errors, out, print_json,
+                                  progress_bar)
 from hindsight.cli.scoring import REVERSE_MODEL_OPTION, build_scorer
 from hindsight.cli.tables import print_length_controlled, print_paired
 from hindsight.errors import HindsightError
@@ -129,16 +130,11 @@ def _run(exp, out_file: str, counts=lambda rec: True) -> tuple[list, int]:
 
 def _check_names(spec: str, reverse_model, allow_none: bool = False) -> list[str]:
     """Every scorer name checked before data or models are touched."""
-    from hindsight.reverse.scorers import SCORERS
+    from hindsight.api.checks import scorer_list
 
     names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names and not allow_none:
-        raise HindsightError("--scorers is empty.")
-    bad = [n for n in names if n.partition("@")[0] not in SCORERS]
-    if bad:
-        raise HindsightError(f"Unknown scorer {bad[0]!r}; choose from {', '.join(SCORERS)}.")
-    if reverse_model is None and any(n.partition("@")[0] in ("trlm-ba", "trlm-foba") for n in names):
-        raise HindsightError("Scorers trlm-ba / trlm-foba need a reverse-trained model: pass --reverse-model PATH.")
+    with flag_errors():
+        scorer_list(names, reverse_model, allow_empty=allow_none)
     return names
 
 

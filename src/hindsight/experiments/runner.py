@@ -34,13 +34,16 @@ def _load_model(name: str | None, device: str | None) -> LanguageModel:
 
 
 def _load_scorer(name: str, model: str | None, reverse_model: str | None, device: str | None, task: str):
-    """A TRLM pair scorer: a reverse-trained model for trlm-ba / trlm-foba, else the forward ``model``."""
-    from hindsight.reverse.scorers import make_scorer
-    from hindsight.reverse.training import load_reverse_model
+    """A TRLM pair scorer, loaded the one way every command loads it (the api's runtime)."""
+    from hindsight.api import Runtime
 
-    rev = load_reverse_model(reverse_model, device=device) if name.partition("@")[0] in (
-        "trlm-ba", "trlm-foba") else None
-    return make_scorer(name, rev if rev is not None else _load_model(model, device), task=task, reverse_lm=rev)
+    return Runtime(device=device).scorer(name, task, model, reverse_model)
+
+
+def _load_reverse(spec: str, device: str | None):
+    from hindsight.reverse.models import load_reverse_model
+
+    return load_reverse_model(spec, device=device)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Loaders:
 
     model: Callable[[str | None, str | None], LanguageModel] = field(default=_load_model)
     scorer: Callable[..., Any] = field(default=_load_scorer)
+    reverse: Callable[[str, str | None], Any] = field(default=_load_reverse)
 
 
 class Experiment(ABC):
@@ -116,9 +120,9 @@ class ModelExperiment(Experiment):
     reverse_model: str | None = None
     device: str | None = None
 
-    def load_models(self, loaders: Loaders) -> tuple[LanguageModel, LanguageModel | None]:
-        """The forward model and the reverse one (None when not configured)."""
-        rev = loaders.model(self.reverse_model, self.device) if self.reverse_model else None
+    def load_models(self, loaders: Loaders) -> tuple[LanguageModel, Any]:
+        """The forward model and the reverse one (a ``ReverseModel``; None when not configured)."""
+        rev = loaders.reverse(self.reverse_model, self.device) if self.reverse_model else None
         return loaders.model(self.model, self.device), rev
 
 
