@@ -68,3 +68,27 @@ def test_citation_items_on_data(data_root):
         assert len(it["sentences"]) <= 6 and all(0 <= g < len(it["sentences"]) for g in it["gold"])
         assert it["overlap"] == pytest.approx(max(lexical_overlap(it["highlight"], s) for s in it["sentences"]),
                                               abs=1e-4)
+
+
+def test_dropped_highlights_are_counted_with_their_reason(tmp_path):
+    """The overlap filter runs before scoring; the summary still says how many were dropped and why."""
+    import json
+
+    folder = tmp_path / "cnndm_frank"
+    folder.mkdir()
+    rows = [{"id": "keep", "article_sentences": ["The cat sat on the mat."], "highlights": "The cat sat on the mat ."},
+            {"id": "far", "article_sentences": ["Stocks fell sharply."], "highlights": "A dog barked ."},
+            {"id": "empty", "article_sentences": [" "], "highlights": "Nothing here ."}]
+    (folder / "cnndm_test_frank.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exp = CitationEval(data=str(tmp_path), limit=None, min_overlap=0.3, scorers=["stub"], searches=["linear"])
+    kept, dropped = exp.screen()
+    assert [it["key"] for it in kept] == ["keep:0"]
+    assert [(d.get("key") or d["article"], d["reason"]) for d in dropped] == [("far:0", "low_overlap"),
+                                                                             ("empty", "empty_article")]
+    record = {"key": "keep:0", "article": "keep", "highlight": "h", "gold": [0], "overlap": 1.0, "n_sentences": 1,
+              "results": {"stub/linear": {"index": 0, "correct": True, "calls": 1, "pairs": 1, "tokens": 3,
+                                          "seconds": 0.1}}}
+    s = exp.summarise([record])
+    assert s["items"] == 1 and s["skipped_low_overlap"] == 1
+    assert s["skipped"]["low_overlap"] == 1 and s["skipped"]["empty_article"] == 1
+    assert s["skipped"]["low_overlap_examples"] == [{"key": "far:0", "overlap": 0.0}]

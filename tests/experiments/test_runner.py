@@ -153,3 +153,21 @@ def test_a_result_file_with_another_key_is_one_sentence(tmp_path):
 
     with pytest.raises(HindsightError, match="keyed by 'id'"):
         run_experiment(Squares(), ResultFile(tmp_path / "r.jsonl", "id"))
+
+
+def test_pace_is_reported_once_after_the_first_items(tmp_path, monkeypatch):
+    """A fake clock: 10 s of set-up in the first item, then 2 s per item; the first item is left out."""
+    import hindsight.experiments.runner as runner
+
+    import itertools
+
+    ticks = itertools.chain([0.0], itertools.count(12.0, 2.0))
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: next(ticks))
+    paces = []
+    run_experiment(Squares(n=6), tmp_path / "r.jsonl", loaders=LOADERS, on_pace=paces.append)
+    (pace,) = paces
+    assert (pace.measured, pace.seconds_per_item, pace.left) == (2, 2.0, 3)
+    assert pace.projected_seconds == 6.0 and "2.0 s per item" in pace.text()
+    paces.clear()
+    run_experiment(Squares(n=7), tmp_path / "r.jsonl", loaders=LOADERS, on_pace=paces.append)
+    assert paces == []  # one item left: nothing left to project after it

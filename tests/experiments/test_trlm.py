@@ -55,7 +55,8 @@ def test_runs_write_incrementally_and_resume(tmp_path, tiny):
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3  # only the new item was scored
     # adding a scorer later scores only that scorer and keeps the old scores
     fo = {"trlm-fo": make_scorer("trlm-fo", tiny)}
-    rows = run_experiment(over(PreferenceEval, recs, scorers=["trlm-fo"]).use(scorers=fo), rf2)
+    summary = run_experiment(over(PreferenceEval, recs, scorers=["trlm-fo"]).use(scorers=fo), rf2)
+    rows = summary["rows"]
     assert set(ResultFile(tmp_path / "p.jsonl").get(0)["scores"]) == {"forward", "trlm-fo"}
     assert {r.system for r in rows} >= {"trlm-fo (sum)", "trlm-fo (mean)"}
 
@@ -67,7 +68,7 @@ def test_runs_write_incrementally_and_resume(tmp_path, tiny):
     assert rec["bm25"][0] == "a" and len(rec["scores"]["forward"]) == 2
     # a summary with another top_k leaves out the claims reranked from top 2
     other_k = over(RetrievalEval, claims, scorers=["forward"], top_k=3).use()
-    assert {r.n for r in run_experiment(other_k, rr)} == {0}
+    assert {r.n for r in run_experiment(other_k, rr)["rows"]} == {0}
 
 
 # written by the loop before the shared runner (run_preferences), forward then trlm-fo: a file from before resumes
@@ -97,3 +98,43 @@ def test_records_are_those_written_before_the_runner(tmp_path, tiny):
             assert [k for _, k in got["scores"][name]] == [k for _, k in want["scores"][name]]
             assert [t for t, _ in got["scores"][name]] == pytest.approx([t for t, _ in want["scores"][name]], rel=1e-6)
     assert [json.loads(x)["id"] for x in path.read_text().splitlines()] == [0, 1, 0, 1]  # appended, not rewritten
+
+
+def _claim_rec(i, relevant, bm25_scores, x):
+    return {"id": i, "relevant": relevant, "bm25": ["a", "b", "c"], "bm25_scores": bm25_scores, "top_k": 3,
+            "scores": {"x": [[v, 1] for v in x]}}
+
+
+def test_retrieval_summary_with_fitted_fusion(tmp_path):
+    """Claims 0-1 are development claims: x alone ranks wrong there, BM25 right, so the fit keeps alpha low."""
+    import json
+
+    claims = tmp_path / "claims.jsonl"
+    claims.write_text("".join(json.dumps({"id": i, "claim": "c", "cited_doc_ids": []}) + "\n" for i in range(4)))
+    recs = [_claim_rec(0, ["a"], [3.0, 2.0, 1.0], [-9.0, -1.0, -2.0]),
+            _claim_rec(1, ["a"], [3.0, 2.0, 1.0], [-9.0, -1.0, -2.0]),
+            _claim_rec(2, ["b"], [3.0, 2.0, 1.0], [-9.0, -1.0, -2.0]),
+            _claim_rec(3, ["a"], [3.0, 2.9, 1.0], [-1.0, -1.5, -2.0])]
+    exp = RetrievalEval(scorers=["x"], data=str(claims), top_k=3, fusion="minmax", fit_alpha="0:2", folds=2)
+    assert [c["id"] for c in exp.items()] == [2, 3, 0, 1]  # evaluated claims first, development claims last
+    out = exp.summarise(recs)
+    assert out["claims"] == 2 and out["dev_claims"] == 2
+    fit = next(f for f in out["fits"] if f["system"] == "x (sum)")
+    # minmax: BM25 [1, .5, 0], x [0, 1, 7/8]: a stays first while 1 - alpha > .5 + .5 alpha, i.e. alpha < 1/3
+    assert fit["alpha"] == 0.3 and fit["metric_at_alpha"] == 1.0 and fit["dev"] == "0:2"
+    rows = {(r.system, r.metric): r.value for r in out["rows"]}
+    assert rows[("x (sum) + BM25 [minmax, alpha 0.3]", "MRR@10")] == pytest.approx(0.75)  # claim 2: 1/2, 3: 1
+    assert rows[("x (sum)", "MRR@10")] == pytest.approx(1.0)
+    ndcg = next(t for t in out["paired"] if t["metric"] == "NDCG@10")
+    assert ndcg["baseline"] == "BM25" and ndcg["n"] == 2
+    assert out["ceiling"]["recall"] == 1.0
+    with pytest.raises(Exception, match="row range"):
+        RetrievalEval(fit_alpha="first ten", data=str(claims)).dev_claims()
+
+
+def test_records_without_bm25_scores_redo_the_first_stage():
+    exp = RetrievalEval(scorers=["x"])
+    old = {"id": 1, "bm25": ["a"], "top_k": 20, "scores": {"x": [[-1.0, 1]]}}
+    assert exp.pending({"id": 1}, old) == {"id": 1, "todo": []}
+    assert exp.pending({"id": 1}, {**old, "bm25_scores": [1.0]}) is None
+    assert exp.merge(old, {"id": 1, "bm25_scores": [1.0], "scores": {}})["scores"] == old["scores"]

@@ -50,3 +50,19 @@ def test_best_of_n_picks_the_highest_score(tiny):
     assert res.text == res.candidates[res.index]["text"]
     again = best_of_n(tiny, "say hi", sc, n=4, max_tokens=6, seed=3)
     assert again.as_dict() == res.as_dict()
+
+
+def test_fused_retrieval_matches_the_fusion_of_both_stages(tiny):
+    from hindsight.reverse.fusion import fuse
+
+    index = BM25Index(CORPUS)
+    sc = make_scorer("trlm-fo", tiny, task="retrieval")
+    plain = {h["id"]: h for h in retrieve("cats", index, top_k=3, scorer=sc)}
+    hits = retrieve("cats", index, top_k=3, scorer=sc, fusion="rrf", alpha=0.3)
+    ids = [p.id for p, _ in index.search("cats", 3)]
+    want = fuse([plain[i]["bm25"] for i in ids], [plain[i]["score"] for i in ids], "rrf", 0.3)
+    assert sorted(h["score"] for h in hits) == pytest.approx(sorted(want))
+    assert all(h["reranker"] == pytest.approx(plain[h["id"]]["score"], abs=1e-6) for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    with pytest.raises(HindsightError, match="reranker"):
+        retrieve("cats", index, top_k=3, fusion="minmax")

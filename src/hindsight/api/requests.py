@@ -98,8 +98,17 @@ class RetrieveRequest(Request):
     max_words: int = 200
     model: str | None = None
     reverse_model: str | None = None
+    fusion: str | None = None  # fuse BM25 with the reranker: minmax | z | rrf (hindsight.reverse.fusion)
+    alpha: float = 0.5  # the reranker's fusion weight (0 = BM25 alone, 1 = reranker alone)
 
     def validate(self) -> Self:
+        if self.fusion is not None:
+            from hindsight.reverse.fusion import FUSIONS
+
+            checks.one_of("fusion", self.fusion, FUSIONS)
+            checks.in_range("alpha", self.alpha, 0.0, 1.0)
+            if self.scorer is None:
+                raise InvalidRequest("fusion", "Fusion needs a reranker: give a scorer too.")
         if (self.passages is None) == (self.corpus is None):
             raise InvalidRequest("passages", "A retrieve request needs exactly one of passages and corpus.")
         if self.passages is not None and not self.passages:

@@ -93,8 +93,9 @@ def run_retrieve(req: RetrieveRequest, rt: Runtime) -> dict[str, Any]:
         passages = [Passage(str(i), t.strip()) for i, t in enumerate(req.passages or []) if t.strip()]
     sc = rt.scorer(req.scorer, "retrieval", req.model, req.reverse_model) if req.scorer else None
     hits = retrieve(req.query, BM25Index(passages), top_k=req.top_k, scorer=sc, normalise=req.mean,
-                    max_words=req.max_words)
-    return {"query": req.query, "scorer": req.scorer or "bm25", "hits": hits}
+                    max_words=req.max_words, fusion=req.fusion, alpha=req.alpha)
+    fused = {"fusion": req.fusion, "alpha": req.alpha} if req.fusion else {}
+    return {"query": req.query, "scorer": req.scorer or "bm25", **fused, "hits": hits}
 
 
 def run_cite(req: CiteRequest, rt: Runtime) -> dict[str, Any]:

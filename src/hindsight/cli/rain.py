@@ -11,6 +11,7 @@ from rich.table import Table
 from hindsight.api import RainRequest
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute, flag_errors,
                                   get_model, num, out, print_json, progress_bar, runtime)
+from hindsight.cli.tables import print_paired
 from hindsight.infra import atomic_write
 
 DATA_OPTION = typer.Option(None, "--data", help="Data folder (default: $HINDSIGHT_DATA or shared/data).")
@@ -113,7 +114,7 @@ def _run_with_bar(exp, out_path: Path) -> dict:
             prog.update(task, advance=1, **({} if rec is None else {"info": _progress_info(state, rec)}))
 
         summary = run_experiment(exp, ResultFile(out_path, exp.key_field), on_item=on_item,
-                                 loaders=Loaders(model=get_model))
+                                 loaders=Loaders(model=get_model), on_pace=lambda p: prog.console.print(p.text()))
     summary["settings"] = vars(exp.settings)
     return summary
 
@@ -150,6 +151,8 @@ def eval_rain_hh(
     for name, row in summary["judges"].items():
         table.add_row(name, row["vanilla"]["text"], row["rain"]["text"])
     out.print(table)
+    for t in summary.get("paired", []):
+        print_paired(t, f"paired {t['metric']}: RAIN minus vanilla on the same prompts")
     if summary["items"]:
         out.print(f"mean iterations {summary['mean_iterations']:.1f}; RAIN/vanilla time {summary['time_ratio']:.1f}x")
 
@@ -186,6 +189,7 @@ def eval_rain_truthfulqa(
         out.print(f"closer to a correct reference: vanilla {g['vanilla']['text']}, RAIN {g['rain']['text']} "
                   f"(value {summary['evaluator']}; mean iterations {summary['mean_iterations']:.1f}; "
                   f"time {summary['time_ratio']:.1f}x)")
+        print_paired(summary["paired"], "paired truthful answers: RAIN minus vanilla on the same questions")
 
 
 def eval_rain_probe(

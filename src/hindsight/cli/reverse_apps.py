@@ -10,6 +10,7 @@ from rich.table import Table
 from hindsight.api import CiteRequest, DefendRequest
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, get_model, num, out,
                                   print_json, progress_bar)
+from hindsight.cli.tables import print_paired
 from hindsight.errors import HindsightError
 from hindsight.experiments.citation import CitationEval
 from hindsight.experiments.jailbreak import JailbreakEval
@@ -115,7 +116,8 @@ def _run(exp, out_file: str, info) -> dict:
     results = ResultFile(out_file, key_field=exp.key_field)
     with progress_bar(exp.name, len(exp.items())) as (prog, task):
         return run_experiment(exp, results, loaders=Loaders(model=get_model),
-                              on_item=lambda rec: prog.update(task, advance=1, info=info(rec)[:80]))
+                              on_item=lambda rec: prog.update(task, advance=1, info=info(rec)[:80]),
+                              on_pace=lambda p: prog.console.print(p.text()))
 
 
 def _rate(k: int, n: int, lo: float, hi: float) -> str:
@@ -158,8 +160,12 @@ def eval_citation(
         table.add_row(r["scorer"], r["search"], str(r["n"]), _rate(r["correct"], r["n"], r["low"], r["high"]),
                       f"{r['pairs']:.1f}", f"{r['tokens']:.0f}", f"{r['seconds']:.2f}")
     out.print(table)
-    out.print(f"Gold = the article sentence with the highest unigram/bigram F1 against the highlight; "
-              f"highlights with overlap < {min_overlap} skipped. Results: {out_file}")
+    if summary["paired"]:
+        print_paired(summary["paired"])
+    sk = summary["skipped"]
+    out.print(f"Gold = the article sentence with the highest unigram/bigram F1 against the highlight. Dropped "
+              f"before scoring: {sk['low_overlap']} highlight(s) with overlap < {min_overlap} (no clear source), "
+              f"{sk['empty_article']} article(s) without sentences. Results: {out_file}")
 
 
 # ---- eval jailbreak --------------------------------------------------------------------------------------------
@@ -202,6 +208,9 @@ def eval_jailbreak(
         table.add_row(r["filter"], r["mode"], _rate(fn["count"], fn["n"], fn["low"], fn["high"]), str(fn["n"]),
                       _rate(fp["count"], fp["n"], fp["low"], fp["high"]), str(fp["n"]))
     out.print(table)
+    for t in summary["paired"]:
+        print_paired(t, f"paired correct decisions on {t['split']} items, {t['filter']}: with reverse queries "
+                        "minus the filter alone")
     out.print(f"Results: {out_file}")
 
 

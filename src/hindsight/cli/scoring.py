@@ -82,19 +82,23 @@ def retrieve(
     scorer: str = typer.Option(None, "--scorer", "-s", help=f"Rerank with: {', '.join(SCORERS)} (default: BM25 only)."),
     mean: bool = MEAN_OPTION,
     max_words: int = typer.Option(200, "--max-words", help="Truncate passages to this many words when scoring."),
+    fusion: str = typer.Option(None, "--fusion", help="Fuse BM25 with the reranker: minmax | z | rrf."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Fusion weight of the reranker (0 = BM25 alone, 1 = reranker alone)."),
     model: str = MODEL_OPTION,
     reverse_model: str = REVERSE_MODEL_OPTION,
     device: str = DEVICE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """BM25 retrieval over a corpus file, reranked by a scorer."""
+    """BM25 retrieval over a corpus file, reranked by a scorer (optionally fused with BM25's score)."""
     res = execute(RetrieveRequest(query=query, corpus=corpus, top_k=top_k, scorer=scorer, mean=mean,
-                                  max_words=max_words, model=model, reverse_model=reverse_model), device)
+                                  max_words=max_words, model=model, reverse_model=reverse_model, fusion=fusion,
+                                  alpha=alpha), device)
     if json_out:
         print_json(res)
         return
     hits = res["hits"]
-    table = Table(title=f"top {len(hits)} for {query!r} ({scorer or 'BM25'})")
+    how = f"{scorer} + BM25, {fusion} fusion, alpha {alpha:g}" if fusion else scorer or "BM25"
+    table = Table(title=f"top {len(hits)} for {query!r} ({how})")
     for col in ("rank", "id", "bm25", "score", "passage"):
         table.add_column(col)
     for h in hits:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hindsight.records.data import dataset_file, read_jsonl
+from hindsight.experiments.compare import citation_comparison
 from hindsight.experiments.runner import Loaders, ModelExperiment
 from hindsight.lm import LanguageModel
 from hindsight.records.stats import wilson_interval
@@ -59,14 +60,20 @@ def detokenize(text: str) -> str:
 
 
 def citation_items(data: str | Path | None, limit: int | None, max_sentences: int = 0,
-                   highlights_per_article: int = 0) -> Iterator[dict[str, Any]]:
-    """One item per highlight sentence: its key, text, the (possibly truncated) article sentences and gold."""
+                   highlights_per_article: int = 0, dropped: list[dict[str, Any]] | None = None
+                   ) -> Iterator[dict[str, Any]]:
+    """One item per highlight sentence: its key, text, the (possibly truncated) article sentences and gold.
+
+    Articles without sentences give no item; they are noted in ``dropped`` (when given) with the reason.
+    """
     path = dataset_file("cnndm_frank", "cnndm_test_frank.jsonl", data)
     for row in read_jsonl(path, limit):
         sentences = [s for s in row["article_sentences"] if s.strip()]
         if max_sentences:
             sentences = sentences[:max_sentences]
         if not sentences:
+            if dropped is not None:
+                dropped.append({"article": row["id"], "reason": "empty_article"})
             continue
         parts = split_sentences(detokenize(row["highlights"]))
         if highlights_per_article:
@@ -112,8 +119,18 @@ class CitationEval(ModelExperiment):
     key_field = "key"
 
     def items(self) -> list[dict[str, Any]]:
-        return [it for it in citation_items(self.data, self.limit, self.max_sentences, self.highlights)
-                if it["overlap"] >= self.min_overlap]
+        return self.screen()[0]
+
+    def screen(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The highlights kept, and those dropped with the reason (no clear source, or an empty article)."""
+        dropped: list[dict[str, Any]] = []
+        kept = []
+        for it in citation_items(self.data, self.limit, self.max_sentences, self.highlights, dropped):
+            if it["overlap"] >= self.min_overlap:
+                kept.append(it)
+            else:
+                dropped.append({"key": it["key"], "reason": "low_overlap", "overlap": it["overlap"]})
+        return kept, dropped
 
     def setup(self, loaders: Loaders) -> dict[str, Any]:
         lm, rev = self.load_models(loaders)
@@ -123,13 +140,21 @@ class CitationEval(ModelExperiment):
         return cite_item(item, self.parts["lm"], self.parts["scorers"], self.searches)
 
     def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return summarise_citation(records, self.min_overlap)
+        combos = [f"{n}/{s}" for n in self.scorers for s in self.searches]
+        return summarise_citation(records, self.min_overlap, dropped=self.screen()[1], combos=combos)
 
 
-def summarise_citation(records: Sequence[dict[str, Any]], min_overlap: float = 0.0) -> dict[str, Any]:
-    """Accuracy per (scorer, search) with Wilson intervals, the chance rate, and the mean cost per item."""
+def summarise_citation(records: Sequence[dict[str, Any]], min_overlap: float = 0.0, *,
+                       dropped: Sequence[dict[str, Any]] = (), combos: Sequence[str] | None = None) -> dict[str, Any]:
+    """Accuracy per (scorer, search) with Wilson intervals, the chance rate, the mean cost per item, the paired
+    table against the strongest baseline, and how many highlights were dropped before scoring and why."""
     kept = [r for r in records if r["overlap"] >= min_overlap]
-    combos = sorted({c for r in kept for c in r["results"]})
+    low = [d for d in dropped if d["reason"] == "low_overlap"] + [
+        {"key": r["key"], "reason": "low_overlap", "overlap": r["overlap"]} for r in records
+        if r["overlap"] < min_overlap]
+    present = {c for r in kept for c in r["results"]}
+    combos = sorted(present if combos is None else present.intersection(combos))
+    kept = [{**r, "results": {c: v for c, v in r["results"].items() if c in combos}} for r in kept]
     rows = []
     for c in combos:
         rs = [r["results"][c] for r in kept if c in r["results"]]
@@ -141,6 +166,9 @@ def summarise_citation(records: Sequence[dict[str, Any]], min_overlap: float = 0
                      "tokens": sum(x["tokens"] for x in rs) / max(n, 1),
                      "seconds": sum(x["seconds"] for x in rs) / max(n, 1)})
     chance = sum(len(r["gold"]) / r["n_sentences"] for r in kept) / max(len(kept), 1)
-    return {"items": len(kept), "skipped_low_overlap": len(records) - len(kept), "min_overlap": min_overlap,
+    empty = sum(d["reason"] == "empty_article" for d in dropped)
+    return {"items": len(kept), "skipped_low_overlap": len(low), "min_overlap": min_overlap,
+            "skipped": {"low_overlap": len(low), "empty_article": empty,
+                        "low_overlap_examples": [{"key": d["key"], "overlap": d["overlap"]} for d in low[:5]]},
             "chance": chance, "mean_sentences": sum(r["n_sentences"] for r in kept) / max(len(kept), 1),
-            "rows": rows}
+            "rows": rows, "paired": citation_comparison(kept) if kept and combos else None}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hindsight.records.data import dataset_file, read_jsonl
+from hindsight.experiments.compare import jailbreak_comparison
 from hindsight.experiments.runner import Loaders, ModelExperiment
 from hindsight.lm import LanguageModel
 from hindsight.records.stats import wilson_interval
@@ -131,4 +132,5 @@ def summarise_jailbreak(records: Sequence[dict[str, Any]], threshold: float) -> 
                                "low": lo, "high": hi}
             rows.append(row)
     return {"threshold": threshold, "attack_items": sum(r["split"] == "attack" for r in records),
-            "benign_items": sum(r["split"] == "benign" for r in records), "rows": rows}
+            "benign_items": sum(r["split"] == "benign" for r in records), "rows": rows,
+            "paired": jailbreak_comparison(records, lambda rec, name: decisions(rec, name, threshold))}

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from hindsight.experiments.compare import rain_comparison, truthful_comparison
 from hindsight.experiments.rain_judges import EVAL_ROWS, JUDGES, hh_rows, make_judges, make_rain_evaluator
 from hindsight.experiments.runner import Experiment, Loaders
 from hindsight.errors import HindsightError
@@ -142,6 +143,7 @@ def summarise_hh(records: list[dict[str, Any]]) -> dict[str, Any]:
         out.update(_costs(records))
         out["mean_rain_seconds"] = sum(r["rain_seconds"] for r in records) / n
         out["evaluator"] = records[0]["evaluator"]
+        out["paired"] = rain_comparison(records)  # RAIN minus vanilla on the same prompts, per judge
     return out
 
 
@@ -228,4 +230,5 @@ def summarise_truthfulqa(records: list[dict[str, Any]]) -> dict[str, Any]:
             out["generation"][method] = {"truthful": hits, "n": len(gen), "text": format_rate(hits, len(gen))}
         out.update(_costs(gen))
         out["evaluator"] = gen[0]["evaluator"]
+        out["paired"] = truthful_comparison(gen)
     return out

@@ -11,6 +11,7 @@ in any order, because nothing but ``config()`` and the items has to travel.
 from __future__ import annotations
 
 import dataclasses
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -149,12 +150,37 @@ def open_results(experiment: Experiment, results: ResultFile | str | Path) -> Re
     return results
 
 
+@dataclass
+class Pace:
+    """What the items computed so far cost: seconds per item and the projected time for those left.
+
+    The first item is left out of the rate when there are more (it pays for loading the models).
+    """
+
+    measured: int
+    seconds_per_item: float
+    left: int
+
+    @property
+    def projected_seconds(self) -> float:
+        return self.left * self.seconds_per_item
+
+    def text(self) -> str:
+        mins = self.projected_seconds / 60
+        return (f"cost: {self.seconds_per_item:.1f} s per item (measured on {self.measured}); "
+                f"about {mins:.0f} min for the {self.left} item(s) left" if mins >= 1 else
+                f"cost: {self.seconds_per_item:.1f} s per item (measured on {self.measured}); "
+                f"about {self.projected_seconds:.0f} s for the {self.left} item(s) left")
+
+
 def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, on_item: OnItem | None = None,
-                   executor: Executor | None = None, loaders: Loaders | None = None) -> Any:
+                   executor: Executor | None = None, loaders: Loaders | None = None,
+                   on_pace: Callable[[Pace], None] | None = None, pace_after: int = 3) -> Any:
     """Run the items not finished in ``results``, appending each record as it comes; return the summary.
 
     Nothing is set up when every item is already done. An exception in an item stops the run after every
-    record finished before it has been written, so rerunning resumes at that item.
+    record finished before it has been written, so rerunning resumes at that item. ``on_pace`` hears once,
+    after ``pace_after`` computed items, what an item costs and how long the rest will take.
     """
     results = open_results(experiment, results)
     note = on_item or (lambda _rec: None)
@@ -166,8 +192,14 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
         else:
             todo.append(work)
     if todo:
+        stamps = [time.perf_counter()]
         for item, record in (executor or in_process(loaders))(experiment, todo):
             record = experiment.merge(results.get(experiment.key(item)), record)
             results.append(record)
             note(record)
+            stamps.append(time.perf_counter())
+            done = len(stamps) - 1
+            if on_pace and done == min(pace_after, len(todo)) and done < len(todo):
+                first = 1 if done > 1 else 0  # the first item also paid for the set-up
+                on_pace(Pace(done - first, (stamps[-1] - stamps[first]) / (done - first), len(todo) - done))
     return experiment.summarise(results.select(experiment.key(it) for it in items))

@@ -8,10 +8,14 @@ per-token mean without rescoring, and a rerun resumes (scoring only what is miss
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hindsight.errors import HindsightError
+from hindsight.experiments.compare import (Fusion, fit_fusion, preference_comparison, preference_picks,
+                                           recall_ceiling, retrieval_paired, retrieval_rankings)
 from hindsight.experiments.runner import Loaders, ModelExperiment
 from hindsight.records.data import dataset_file, read_jsonl
 from hindsight.records.ranking import mrr_at_k, ndcg_at_k, recall_at_k
@@ -20,6 +24,7 @@ from hindsight.reverse.retrieval import BM25Index, read_corpus, truncate_words
 
 PREFERENCE_FILE = ("alpaca_eval", "pairwise_preferences_alpaca7b_vs_text_davinci_003.jsonl")
 SCIFACT = "scifact_retrieval"
+VARIANTS = ("sum", "mean")
 
 
 @dataclass
@@ -85,36 +90,26 @@ class PreferenceEval(_ScorerEval):
         return {"id": item["id"], "preference": item["preference"], "len_1": len(item["output_1"]),
                 "len_2": len(item["output_2"]), "scores": new}
 
-    def summarise(self, records: list[dict[str, Any]]) -> list[Row]:
-        return summarise_preferences(records, self.scorers)
+    def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Agreement rows, the paired table against the strongest baseline, and length-controlled agreement."""
+        decided = _decided(records)
+        return {"rows": summarise_preferences(records, self.scorers),
+                **preference_comparison(decided, preference_picks(decided, self.scorers))}
+
+
+def _decided(results: Sequence[dict]) -> list[dict]:
+    return [r for r in results if r["preference"] in (1.0, 2.0, 1, 2)]
 
 
 def summarise_preferences(results: Sequence[dict], names: Sequence[str]) -> list[Row]:
     """Agreement with GPT-4's verdict (draws left out), per scorer by sum and by mean, beside baselines."""
-    decided = [r for r in results if r["preference"] in (1.0, 2.0, 1, 2)]
+    decided = _decided(results)
     n = len(decided)
     rows: list[Row] = []
-
-    def add(system: str, picks: list[int]) -> None:
+    for system, picks in preference_picks(decided, names).items():
         k = sum(int(p == int(r["preference"])) for p, r in zip(picks, decided))
         lo, hi = wilson_interval(k, n)
         rows.append(Row(system, "agreement", n, k / n if n else float("nan"), lo, hi))
-
-    ones = sum(int(r["preference"]) == 1 for r in decided)
-    majority = 1 if ones >= n - ones else 2
-    add(f"majority class (always output {majority})", [majority] * n)
-    add("longer output", [1 if r["len_1"] >= r["len_2"] else 2 for r in decided])
-    for name in names:
-        have = [r for r in decided if name in r["scores"]]
-        if len(have) != n:
-            continue
-        for variant in ("sum", "mean"):
-            picks = []
-            for r in decided:
-                (t1, k1), (t2, k2) = r["scores"][name]
-                v1, v2 = (t1, t2) if variant == "sum" else (t1 / max(k1, 1), t2 / max(k2, 1))
-                picks.append(1 if v1 >= v2 else 2)
-            add(f"{name} ({variant})", picks)
     return rows
 
 
@@ -129,6 +124,10 @@ class RetrievalEval(_ScorerEval):
     limit: int | None = None
     top_k: int = 20
     max_words: int | None = 200
+    fusion: str | None = None
+    alpha: float | None = None
+    fit_alpha: str | None = None
+    folds: int = 5
 
     name = "retrieval"
     task = "retrieval"
@@ -137,7 +136,10 @@ class RetrievalEval(_ScorerEval):
         return dataset_file(SCIFACT, "claims.jsonl", self.data)
 
     def items(self) -> list[dict[str, Any]]:
-        return list(read_jsonl(self.claims_path(), self.limit))
+        """The first ``limit`` claims without the development claims, then the development claims."""
+        dev = self.dev_claims()
+        dev_ids = {str(c["id"]) for c in dev}
+        return [c for c in read_jsonl(self.claims_path(), self.limit) if str(c["id"]) not in dev_ids] + dev
 
     def setup(self, loaders: Loaders) -> dict[str, Any]:
         parts = super().setup(loaders)
@@ -152,39 +154,76 @@ class RetrievalEval(_ScorerEval):
             s = self.parts["scorers"][name].score([item["claim"]] * len(texts), texts)
             new[name] = [[float(t), int(k)] for t, k in zip(s.total.tolist(), s.tokens.tolist())]
         return {"id": item["id"], "relevant": [str(d) for d in item["cited_doc_ids"]],
-                "bm25": [p.id for p, _ in hits], "top_k": self.top_k, "scores": new}
+                "bm25": [p.id for p, _ in hits], "bm25_scores": [round(float(s), 6) for _, s in hits],
+                "top_k": self.top_k, "scores": new}
 
-    def summarise(self, records: list[dict[str, Any]]) -> list[Row]:
-        """Only the claims reranked from the same ``top_k`` (a file may hold runs with another one)."""
-        return summarise_retrieval([r for r in records if r.get("top_k") == self.top_k], self.scorers,
-                                   recall_at=sorted({5, 10, self.top_k}))
+    def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rows per system (BM25, rerankers, fusions), paired tables, the recall ceiling and the alpha fits.
+
+        Only the claims reranked from the same ``top_k`` count (a file may hold runs with another one); the
+        development claims of ``fit_alpha`` choose alpha and are left out of everything else.
+        """
+        recs = [r for r in records if r.get("top_k") == self.top_k]
+        dev_ids = {str(c["id"]) for c in self.dev_claims()}
+        evals = [r for r in recs if str(r["id"]) not in dev_ids]
+        names = [n for n in self.scorers if evals and all(n in r["scores"] for r in evals)]
+        fusions, fits = self.fusions([r for r in recs if str(r["id"]) in dev_ids], names)
+        rankings = [retrieval_rankings(r, names, VARIANTS, fusions) for r in evals]
+        baselines = ["BM25"] + [f"forward ({v})" for v in VARIANTS]
+        return {"rows": summarise_retrieval(evals, names, recall_at=sorted({5, 10, self.top_k}), fusions=fusions),
+                "paired": retrieval_paired(rankings, [r["relevant"] for r in evals], baselines=baselines)
+                if evals else [],
+                "ceiling": recall_ceiling(evals), "fits": fits, "claims": len(evals), "dev_claims": len(dev_ids)}
+
+    def pending(self, item: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Also redo the (cheap) BM25 stage of records written before they kept its scores, for fusion."""
+        work = super().pending(item, previous)
+        return {**item, "todo": []} if work is None and "bm25_scores" not in previous else work
+
+    def dev_claims(self) -> list[dict[str, Any]]:
+        """The development claims of ``fit_alpha``: a claims JSONL file, or ``START:STOP`` rows of the claims file."""
+        spec = self.fit_alpha
+        if not spec:
+            return []
+        if Path(spec).expanduser().is_file():
+            return list(read_jsonl(Path(spec).expanduser()))
+        m = re.fullmatch(r"(\d*):(\d*)", spec.strip())
+        if not m:
+            raise HindsightError(f"--fit-alpha takes a claims file or a row range START:STOP (got {spec!r}).")
+        rows = list(read_jsonl(self.claims_path()))[int(m[1] or 0):int(m[2]) if m[2] else None]
+        if not rows:
+            raise HindsightError(f"--fit-alpha {spec} selects no claims (the claims file has fewer rows).")
+        return rows
+
+    def fusions(self, dev: Sequence[dict], names: Sequence[str]) -> tuple[list[Fusion], list[dict[str, Any]]]:
+        """One fusion per reranker and variant: alpha fitted on ``dev`` with ``fit_alpha``, else ``alpha``."""
+        if self.fusion is None:
+            return [], []
+        out, fits = [], []
+        for name in names:
+            for variant in VARIANTS:
+                if self.fit_alpha:
+                    fit = fit_fusion(dev, name, variant, self.fusion, folds=self.folds)
+                    fits.append({"system": f"{name} ({variant})", "dev": self.fit_alpha, **fit.as_dict()})
+                    alpha = fit.alpha
+                else:
+                    alpha = 0.5 if self.alpha is None else self.alpha
+                out.append(Fusion(name, variant, self.fusion, alpha))
+        return out, fits
 
 
-def _ranked(rec: dict, name: str, variant: str) -> list[str]:
-    ids = rec["bm25"]
-    vals = [t if variant == "sum" else t / max(k, 1) for t, k in rec["scores"][name]]
-    return [ids[i] for i in sorted(range(len(ids)), key=lambda i: -vals[i])]
-
-
-def summarise_retrieval(results: Sequence[dict], names: Sequence[str], variants: Sequence[str] = ("sum", "mean"),
-                        recall_at: Sequence[int] = (5, 20)) -> list[Row]:
+def summarise_retrieval(results: Sequence[dict], names: Sequence[str], variants: Sequence[str] = VARIANTS,
+                        recall_at: Sequence[int] = (5, 20), fusions: Sequence[Fusion] = ()) -> list[Row]:
     """NDCG@10, MRR@10 and Recall@K with 95% intervals (normal approximation over claims, clipped to [0, 1]),
-    for BM25 alone and each reranker (sum/mean)."""
+    for BM25 alone, each reranker (sum/mean) and each fusion."""
+    names = [n for n in names if all(n in rec["scores"] for rec in results)]
+    metrics: list[tuple[str, Callable[[list[str], list[str]], float]]] = [
+        ("NDCG@10", lambda r, rel: ndcg_at_k(r, rel, 10)), ("MRR@10", lambda r, rel: mrr_at_k(r, rel, 10))]
+    metrics += [(f"Recall@{k}", lambda r, rel, k=k: recall_at_k(r, rel, k)) for k in recall_at]
+    rankings = [retrieval_rankings(rec, names, variants, fusions) for rec in results]
     rows: list[Row] = []
-    n = len(results)
-
-    def add(system: str, rankings: list[list[str]]) -> None:
-        metrics: list[tuple[str, Callable[[list[str], list[str]], float]]] = [
-            ("NDCG@10", lambda r, rel: ndcg_at_k(r, rel, 10)), ("MRR@10", lambda r, rel: mrr_at_k(r, rel, 10))]
-        metrics += [(f"Recall@{k}", lambda r, rel, k=k: recall_at_k(r, rel, k)) for k in recall_at]
+    for system in (rankings[0] if rankings else {"BM25": None}):
         for metric, fn in metrics:
-            m, lo, hi = mean_interval([fn(rk, rec["relevant"]) for rk, rec in zip(rankings, results)])
-            rows.append(Row(system, metric, n, m, max(0.0, lo), min(1.0, hi)))  # the metrics live in [0, 1]
-
-    add("BM25", [rec["bm25"] for rec in results])
-    for name in names:
-        if not all(name in rec["scores"] for rec in results):
-            continue
-        for variant in variants:
-            add(f"{name} ({variant})", [_ranked(rec, name, variant) for rec in results])
+            m, lo, hi = mean_interval([fn(rk[system], rec["relevant"]) for rk, rec in zip(rankings, results)])
+            rows.append(Row(system, metric, len(results), m, max(0.0, lo), min(1.0, hi)))  # metrics in [0, 1]
     return rows

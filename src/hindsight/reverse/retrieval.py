@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hindsight.errors import HindsightError
 from hindsight.records.data import read_jsonl
+from hindsight.reverse.fusion import fuse
 from hindsight.reverse.scorers import PairScorer
 
 
@@ -89,17 +90,26 @@ def rerank(scorer: PairScorer, query: str, passages: Sequence[Passage], *, norma
 
 
 def retrieve(query: str, index: BM25Index, *, top_k: int = 20, scorer: PairScorer | None = None,
-             normalise: bool = False, max_words: int | None = None) -> list[dict]:
-    """BM25 top ``top_k``, reranked by ``scorer`` when given; each hit: rank, id, bm25, score, text."""
+             normalise: bool = False, max_words: int | None = None, fusion: str | None = None,
+             alpha: float = 0.5) -> list[dict]:
+    """BM25 top ``top_k``, reranked by ``scorer`` when given (its scores fused with BM25's when ``fusion`` names
+    a method of :mod:`hindsight.reverse.fusion`); each hit: rank, id, bm25, score, text (and reranker)."""
     if top_k < 1:
         raise HindsightError(f"--top-k must be at least 1 (got {top_k}).")
     if not query.strip():
         raise HindsightError("The query is empty.")
+    if fusion is not None and scorer is None:
+        raise HindsightError("Fusion needs a reranker: pass --scorer too.")
     hits = index.search(query, top_k)
-    if scorer is None:
-        scores = [s for _, s in hits]
-    else:
-        scores = rerank(scorer, query, [p for p, _ in hits], normalise=normalise, max_words=max_words)
+    bm25 = [s for _, s in hits]
+    reranked = None if scorer is None else rerank(scorer, query, [p for p, _ in hits], normalise=normalise,
+                                                  max_words=max_words)
+    scores = bm25 if reranked is None else reranked if fusion is None else fuse(bm25, reranked, fusion, alpha)
     order = sorted(range(len(hits)), key=lambda i: -scores[i])  # stable: BM25 order breaks ties
-    return [{"rank": r + 1, "id": hits[i][0].id, "bm25": hits[i][1], "score": scores[i], "text": hits[i][0].text}
-            for r, i in enumerate(order)]
+    out = []
+    for r, i in enumerate(order):
+        hit = {"rank": r + 1, "id": hits[i][0].id, "bm25": hits[i][1], "score": scores[i], "text": hits[i][0].text}
+        if fusion is not None:
+            hit["reranker"] = reranked[i]
+        out.append(hit)
+    return out
