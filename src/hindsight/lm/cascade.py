@@ -281,3 +281,18 @@ def prefix_tensors(cache) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return cache.prefix_of_row(0)
     layers = _layers(cache)
     return [lay.keys[:1] for lay in layers], [lay.values[:1] for lay in layers]
+
+
+def per_row(cache):
+    """The same rows in the per-row layout (each row holds its whole history): for code that manipulates cache
+    rows of different prompts directly (``lm/ragged.py``). A per-row cache is returned as it is."""
+    if not isinstance(cache, SharedPrefixCache):
+        return cache
+    from transformers import DynamicCache
+
+    new = DynamicCache()
+    for i, lay in enumerate(cache.layers):
+        n = lay.keys.shape[0]
+        new.update(torch.cat([lay.shared_keys.expand(n, -1, -1, -1), lay.keys], dim=-2),
+                   torch.cat([lay.shared_values.expand(n, -1, -1, -1), lay.values], dim=-2), i)
+    return new

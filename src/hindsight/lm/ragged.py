@@ -67,9 +67,11 @@ def _broadcast(t: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def from_state(state: DecodeState) -> Rows:
-    """The rows of a shared-prompt state (no copy)."""
+    """The rows of a shared-prompt state (no copy in the per-row layout; a shared prefix is written out per row)."""
+    from hindsight.lm.cascade import per_row
+
     mask = torch.ones((state.n, state.length), dtype=torch.bool, device=state.logprobs.device)
-    return Rows(cache=state.cache, mask=mask, logprobs=state.logprobs)
+    return Rows(cache=per_row(state.cache), mask=mask, logprobs=state.logprobs)
 
 
 def repeat(rows: Rows, n: int) -> Rows:
