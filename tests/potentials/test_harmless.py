@@ -34,8 +34,8 @@ def test_learns_direction_and_round_trips(tmp_path):
     p = clf.probability(["what a lovely train", "you stupid idiot, I hate it"])
     assert p[0] > 0.5 > p[1]
     assert clf.pairwise_accuracy(["happy to help"], ["I hate you"]) == 1.0
-    save_classifier(clf, tmp_path / "c.pkl")
-    back = HarmlessClassifier.load(tmp_path / "c.pkl")
+    save_classifier(clf, tmp_path / "c.npz")
+    back = HarmlessClassifier.load(tmp_path / "c.npz")
     back._embed = fake_embed
     assert torch.allclose(back.probability(TEXTS), clf.probability(TEXTS))
     assert back.meta["part"] == "test"
@@ -43,4 +43,28 @@ def test_learns_direction_and_round_trips(tmp_path):
 
 def test_missing_classifier_is_a_clear_error(tmp_path):
     with pytest.raises(HindsightError, match="rain-hh"):
-        HarmlessClassifier.load(tmp_path / "nope.pkl")
+        HarmlessClassifier.load(tmp_path / "nope.npz")
+
+
+def test_saved_as_plain_arrays_never_pickle(tmp_path):
+    """The file is an .npz without object arrays plus JSON metadata; a pickle in its place is refused."""
+    import numpy as np
+
+    save_classifier(fitted(), tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["bias", "weight"] and z["weight"].dtype == np.float64
+    assert (tmp_path / "c.json").is_file()
+    import pickle
+
+    (tmp_path / "evil.npz").write_bytes(pickle.dumps({"model": 1}))
+    (tmp_path / "evil.json").write_text("{}")
+    with pytest.raises(HindsightError, match="not a readable classifier"):
+        HarmlessClassifier.load(tmp_path / "evil.npz")
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "x y", "~root", "a.b"])
+def test_classifier_names_are_checked(name):
+    from hindsight.potentials.harmless import classifier_path
+
+    with pytest.raises(HindsightError, match="A-Za-z0-9_-"):
+        classifier_path(name)

@@ -21,7 +21,10 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from safetensors import SafetensorError  # noqa: E402
+
 from hindsight.errors import HindsightError  # noqa: E402
+from hindsight.lm.device import resolve_device  # noqa: E402
 from hindsight.lm.base import DecodeState, LanguageModel  # noqa: E402
 
 hf_logging.set_verbosity_error()
@@ -88,6 +91,7 @@ class HFLanguageModel(LanguageModel):
                 logits_to_keep=0 if all_logits else 1,
                 **{self._cache_kwarg: cache},
             )
+        _check_finite(self.name, out.hidden_states[-1], attention_mask)
         self.counters.forward_passes += 1
         self.counters.tokens += int(input_ids.numel())
         self.counters.seconds += time.perf_counter() - t0
@@ -288,6 +292,17 @@ class HFLanguageModel(LanguageModel):
         return out
 
 
+def _check_finite(name: str, hidden: torch.Tensor, attention_mask) -> None:
+    """A NaN or inf in a forward pass means damaged weights or an overflow: an error, never output."""
+    if attention_mask is not None and attention_mask.dim() == 2:
+        hidden = hidden[attention_mask[:, -hidden.shape[1]:].bool()]
+    if not bool(torch.isfinite(hidden).all()):
+        raise HindsightError(
+            f"Model {name} produced NaN or infinite values in a forward pass; its weights may be damaged "
+            "(run `hindsight models --verify`) or the dtype may overflow."
+        )
+
+
 def _gather_chunked(head, h: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """log p(target) for each hidden row, computing the vocabulary projection ``chunk`` rows at a time."""
     parts = []
@@ -346,14 +361,14 @@ def load_checkpoint(path: str | Path, *, name: str | None = None, device=None, d
     path = Path(path)
     if not (path / "config.json").is_file():
         raise HindsightError(f"{path} is not a transformers checkpoint directory (it has no config.json).")
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     hf_logging.disable_progress_bar()  # a cached load takes seconds; its bars would only be noise
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HindsightError(f"Could not load a causal LM from {path}: {first}") from None
     return HFLanguageModel(model, tok, name=name or path.name, device=dev)
@@ -361,7 +376,7 @@ def load_checkpoint(path: str | Path, *, name: str | None = None, device=None, d
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """De-quantise a GGUF file once and save it as an ordinary checkpoint directory (atomic rename)."""
-    hf_logging.enable_progress_bar()  # de-quantising takes a while: show it
+    hf_logging.disable_progress_bar()  # our own progress line says what is happening
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     cfg = model.config
