@@ -118,7 +118,7 @@ def _check_argv(argv: list[str]) -> None:
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError:
-            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")[:40]
+            shown = repr(arg.encode("utf-8", "surrogateescape"))[2:-1][:40]
             raise HindsightError(f"Argument {i} ({shown!r}) is not valid UTF-8 text.") from None
 
 
