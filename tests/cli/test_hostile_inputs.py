@@ -35,7 +35,7 @@ def env() -> dict[str, str]:
     return e
 
 
-def run(args: list[str | bytes], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def run(args: list[str | bytes], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     argv = [a if isinstance(a, bytes) else a.encode() for a in command() + list(args)]
     return subprocess.run(argv, cwd=cwd, env=env(), capture_output=True, timeout=timeout)
 
@@ -145,21 +145,21 @@ def test_ctrl_c_during_an_evaluation_exits_130_and_keeps_records(files, tmp_path
     argv = command() + ["eval", "preferences", "--data", str(data), "--model", files["tiny"], "--scorers",
                         "forward,trlm-fo", "--out", str(out)]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 900  # a loaded machine imports torch slowly
     while time.monotonic() < deadline and proc.poll() is None:
         if out.is_file() and out.read_text().count("\n") >= 2:
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-    before = out.read_text().splitlines()
+    before = out.read_text().splitlines() if out.is_file() else []
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     err = err.decode("utf-8", "replace")
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted:"), err
-    after = out.read_text().splitlines()
-    assert after[: len(before)] == before and all(json.loads(line) for line in after)
+    after = out.read_text().splitlines() if out.is_file() else []
+    assert len(before) >= 2 and after[: len(before)] == before and all(json.loads(line) for line in after)
 
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
@@ -168,7 +168,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
                             stderr=subprocess.PIPE)
     time.sleep(0.6)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=600)
     err = err.decode("utf-8", "replace")
     if proc.returncode == 0:
         pytest.skip("start-up finished before the signal arrived")
