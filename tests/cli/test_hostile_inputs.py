@@ -35,6 +35,11 @@ def env() -> dict[str, str]:
     return e
 
 
+def default_sigint() -> None:
+    """Children of a background job inherit an ignored SIGINT; a user's terminal delivers it: restore that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(args: list[str | bytes], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     argv = [a if isinstance(a, bytes) else a.encode() for a in command() + list(args)]
     return subprocess.run(argv, cwd=cwd, env=env(), capture_output=True, timeout=timeout)
@@ -144,7 +149,8 @@ def test_ctrl_c_during_an_evaluation_exits_130_and_keeps_records(files, tmp_path
     out = tmp_path / "prefs.jsonl"
     argv = command() + ["eval", "preferences", "--data", str(data), "--model", files["tiny"], "--scorers",
                         "forward,trlm-fo", "--out", str(out)]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 900  # a loaded machine imports torch slowly
     while time.monotonic() < deadline and proc.poll() is None:
         if out.is_file() and out.read_text().count("\n") >= 2:
@@ -165,7 +171,7 @@ def test_ctrl_c_during_an_evaluation_exits_130_and_keeps_records(files, tmp_path
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     """SIGINT while torch is still being imported: one line and exit 130, no KeyboardInterrupt traceback."""
     proc = subprocess.Popen(command() + ["generate", "--help"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=default_sigint)
     time.sleep(0.6)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=600)
