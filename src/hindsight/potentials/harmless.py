@@ -3,13 +3,13 @@
 Trained on Anthropic HH-RLHF harmless-base pairs (the chosen reply = 1, the rejected reply = 0). It is cheap
 (one embedding per reply) and, unlike the model's self-evaluation, independent of the model being steered, so
 it serves both as a stronger value for RAIN and (trained on other rows) as a judge. ``phi = P(harmless | reply)``.
-Fitted models are cached outside the repository (``~/.cache/hindsight/judges``).
+Fitted models are cached outside the repository (``judges/`` under :func:`hindsight.infra.cache_root`).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.infra import atomic_write, cache_root
 from hindsight.potentials.base import Potential
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("HINDSIGHT_CACHE") or Path.home() / ".cache" / "hindsight"
-    return Path(root) / "judges"
+    return cache_root() / "judges"
 
 
 def classifier_path(part: str) -> Path:
@@ -120,11 +120,7 @@ class HarmlessClassifier(Potential):
 def save_classifier(clf: HarmlessClassifier, path: str | Path) -> None:
     """Save the weights as plain arrays (``.npz``) and the metadata as ``.json`` (each an atomic replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = clf.model
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, weight=model.weight, bias=np.array([model.bias]))
-    meta_tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.json")
-    meta_tmp.write_text(json.dumps(clf.meta, indent=1), encoding="utf-8")
-    os.replace(meta_tmp, path.with_suffix(".json"))
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, weight=clf.model.weight, bias=np.array([clf.model.bias]))
+    atomic_write(path.with_suffix(".json"), json.dumps(clf.meta, indent=1))
+    atomic_write(path, buf.getvalue())
