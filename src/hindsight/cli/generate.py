@@ -6,7 +6,8 @@ import typer
 from rich.table import Table
 
 from hindsight.api import GenerateRequest
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, num, out,
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute_with_progress, num,
+                                  out,
                                   print_json)
 from hindsight.errors import HindsightError
 from hindsight.lm.registry import cache_root, describe, verify
@@ -71,8 +72,8 @@ def generate(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample completions from a model."""
-    res = execute(GenerateRequest(prompt=prompt, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                  top_k=top_k, stop=stop, raw=raw, seed=seed, model=model), device)
+    res = execute_with_progress(GenerateRequest(prompt=prompt, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                  top_k=top_k, stop=stop, raw=raw, seed=seed, model=model), device, "generate", json_out)
     if json_out:
         print_json(res)
         return

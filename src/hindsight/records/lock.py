@@ -32,8 +32,14 @@ def lock_results(path: str | Path) -> None:
     if fcntl is None or key in _held:
         return
     lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HindsightError(f"Cannot create the folder of the results file {path} ({e.strerror}).") from None
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise HindsightError(f"Cannot write beside the results file {path} ({e.strerror}).") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
