@@ -69,7 +69,11 @@ def files(tmp_path_factory) -> dict[str, str]:
     binary = root / "blob.bin"
     binary.write_bytes(bytes(range(256)) * 40)
     (root / "folder").mkdir()
-    return {"tiny": str(tiny), "trunc": str(trunc), "nan": str(nan), "binary": str(binary), "root": str(root),
+    (root / "bad.jsonl").write_bytes(b'{"id": 0}\n42\n')
+    (root / "bin.jsonl").write_bytes(b'{"id": 0}\n\xff\xfe\n{"id": 1}\n')
+    data = _preference_data(root, 3)
+    return {"bad_results": str(root / "bad.jsonl"), "binary_results": str(root / "bin.jsonl"), "data": str(data),
+            "tiny": str(tiny), "trunc": str(trunc), "nan": str(nan), "binary": str(binary), "root": str(root),
             "folder": str(root / "folder")}
 
 
@@ -96,6 +100,23 @@ CASES = [
     Case("unknown dataset", ["data", "convert", "mnist", "x", "--out", "{root}/d"], "mnist"),
     Case("data --out is a file", ["data", "convert", "hh-rlhf", "{binary}", "--out", "{binary}"], "not a folder",
          keep=["{binary}"]),
+    Case("n past what fits", ["generate", "hi", "--model", "{tiny}", "--n", "100000000"], "at most 4096"),
+    Case("seed 2**70", ["generate", "hi", "--model", "{tiny}", "--seed", str(2**70)], "--seed"),
+    Case("temperature inf", ["generate", "hi", "--model", "{tiny}", "--temperature", "inf"], "--temperature"),
+    Case("empty stop string", ["generate", "hi", "--model", "{tiny}", "--stop", ""], "--stop"),
+    Case("empty texts to score", ["score", "", "", "--model", "{tiny}"], "empty"),
+    Case("infinite tempering exponent", ["smc", "hi", "-p", "toxicity^1e999", "--model", "{tiny}"], "finite"),
+    Case("max-words 0", ["retrieve", "q", "--corpus", "{binary}", "--max-words", "0"], "--max-words"),
+    Case("bounds --kl-samples 0", ["bounds", "-p", "toxicity", "--prompt", "x", "--kl-samples", "0",
+                                   "--model", "{tiny}"], "--kl-samples"),
+    Case("results file with a bare 42", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}",
+                                         "--scorers", "forward", "--out", "{bad_results}"], "line 2",
+         keep=["{bad_results}"]),
+    Case("results file with non-UTF-8 bytes", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}",
+                                               "--scorers", "forward", "--out", "{binary_results}"], "utf-8",
+         keep=["{binary_results}"]),
+    Case("--out is a folder", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}", "--scorers",
+                               "forward", "--out", "{folder}"], "is a folder"),
 ]
 if not __import__("torch").cuda.is_available():
     CASES.append(Case("cuda on a CPU-only torch", ["generate", "hi", "--model", "{tiny}", "--device", "cuda"],
