@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from hindsight.errors import HindsightError
+
 
 def cache_root() -> Path:
     """Where converted models and trained classifiers live.
@@ -30,10 +32,23 @@ def fresh_seed() -> int:
     return int(time.time_ns() % (2**31))
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: object) -> int | None:
+    """``seed`` as an int in ``[0, 2**63 - 1]`` (what every generator accepts), or None; one sentence otherwise."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise HindsightError(f"The seed must be a whole number from 0 to 2**63-1 (got {seed!r}).")
+    return seed
+
+
 def seeded_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator seeded with ``seed`` (or from the clock when None): one place decides both."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(fresh_seed() if seed is None else int(seed))
+    checked = check_seed(seed)
+    gen.manual_seed(fresh_seed() if checked is None else checked)
     return gen
 
 

@@ -34,8 +34,8 @@ def test_learns_direction_and_round_trips(tmp_path):
     p = clf.probability(["what a lovely train", "you stupid idiot, I hate it"])
     assert p[0] > 0.5 > p[1]
     assert clf.pairwise_accuracy(["happy to help"], ["I hate you"]) == 1.0
-    save_classifier(clf, tmp_path / "c.json")
-    back = HarmlessClassifier.load(tmp_path / "c.json")
+    save_classifier(clf, tmp_path / "c.npz")
+    back = HarmlessClassifier.load(tmp_path / "c.npz")
     back._embed = fake_embed
     assert torch.allclose(back.probability(TEXTS), clf.probability(TEXTS))
     assert back.meta["part"] == "test"
@@ -43,7 +43,31 @@ def test_learns_direction_and_round_trips(tmp_path):
 
 def test_missing_classifier_is_a_clear_error(tmp_path):
     with pytest.raises(HindsightError, match="rain-hh"):
-        HarmlessClassifier.load(tmp_path / "nope.json")
+        HarmlessClassifier.load(tmp_path / "nope.npz")
+
+
+def test_saved_as_plain_arrays_never_pickle(tmp_path):
+    """The file is an .npz without object arrays plus JSON metadata; a pickle in its place is refused."""
+    import numpy as np
+
+    save_classifier(fitted(), tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["bias", "weight"] and z["weight"].dtype == np.float64
+    assert (tmp_path / "c.json").is_file()
+    import pickle
+
+    (tmp_path / "evil.npz").write_bytes(pickle.dumps({"model": 1}))
+    (tmp_path / "evil.json").write_text("{}")
+    with pytest.raises(HindsightError, match="not a readable classifier"):
+        HarmlessClassifier.load(tmp_path / "evil.npz")
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "x y", "~root", "a.b"])
+def test_classifier_names_are_checked(name):
+    from hindsight.potentials.harmless import classifier_path
+
+    with pytest.raises(HindsightError, match="A-Za-z0-9_-"):
+        classifier_path(name)
 
 
 def test_classifier_cache_follows_the_one_cache_root(tmp_path, monkeypatch):
@@ -54,26 +78,3 @@ def test_classifier_cache_follows_the_one_cache_root(tmp_path, monkeypatch):
     assert cache_dir() == tmp_path / "hindsight" / "judges"  # XDG_CACHE_HOME was ignored before
     monkeypatch.setenv("HINDSIGHT_CACHE", str(tmp_path / "h"))
     assert cache_dir() == tmp_path / "h" / "judges"
-
-
-
-def test_saved_as_json_and_matches_sklearn(tmp_path):
-    """The saved file is plain JSON (no pickle), and its sigmoid equals scikit-learn's own probabilities."""
-    import json
-
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    clf = fitted()
-    save_classifier(clf, tmp_path / "c.json")
-    blob = json.loads((tmp_path / "c.json").read_text())
-    assert set(blob) == {"weights", "bias", "meta"} and len(blob["weights"]) == 6
-    x = np.concatenate([fake_embed(["I can help with that, here is a lovely idea.", "Let us take the train together.",
-                                    "Happy to help."]).numpy(),
-                        fake_embed(["You stupid fool, I hate you.", "Go kill them all.", "I hate you, stupid."]).numpy()])
-    ref = LogisticRegression(C=1.0, max_iter=2000).fit(x, [1, 1, 1, 0, 0, 0])
-    t = fake_embed(TEXTS).numpy()
-    assert np.allclose(clf.model.predict_proba(t), ref.predict_proba(t), atol=1e-9)
-    (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(HindsightError, match="not a saved"):
-        HarmlessClassifier.load(tmp_path / "bad.json")

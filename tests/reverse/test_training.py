@@ -123,3 +123,21 @@ def test_accelerate_path_runs_single_process(tmp_path):
     assert tr.acc is not None
     tr.run()
     assert tr.step == 2 and (tmp_path / "run" / "model" / "config.json").is_file()
+
+
+def test_a_crafted_training_state_runs_no_code(tmp_path):
+    """A pickle that would run code when unpickled is refused with one sentence (weights_only=True)."""
+    import pickle
+    from pathlib import Path
+
+    from hindsight.reverse.training import _load_state
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('pwned', 'w').write('x')",))
+
+    path = tmp_path / "trainer_state.pt"
+    path.write_bytes(pickle.dumps({"optimizer": Evil(), "step": 1, "data": {}, "rng": {}}))
+    with pytest.raises(HindsightError, match="not a plain training state"):
+        _load_state(path)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()

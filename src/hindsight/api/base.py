@@ -81,3 +81,19 @@ class Request:
     def validate(self) -> Self:
         """Raise :class:`InvalidRequest` for the first field that cannot work; returns ``self`` when all can."""
         return self
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every request's ``validate`` first runs the checks all requests share (text, seed, size, NaN)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("validate")
+        if own is None:
+            return
+
+        def validate(self, _own=own):
+            from hindsight.api import checks
+
+            checks.common({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+            return _own(self)
+
+        validate.__doc__ = own.__doc__
+        cls.validate = validate  # type: ignore[method-assign]

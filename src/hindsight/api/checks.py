@@ -85,3 +85,59 @@ def potential_spec(spec: str, param: str = "potential") -> None:
     not_empty(param, spec, "potential spec")
     with blame(param):
         check_spec(spec)
+
+
+# ---- checks every request gets (run before its own ``validate``) ---------------------------------------------
+MAX_ROWS = 4096  # samples, particles, candidates or queries in one request
+MAX_NEW_TOKENS = 8192  # new tokens per sequence
+MAX_TOKEN_CELLS = 1 << 20  # rows x new tokens: what a request may ask the KV cache to hold
+ROW_FIELDS = ("n", "particles", "queries")
+NON_EMPTY = ("query", "response")  # texts a scorer cannot score when empty
+
+
+def text(param: str, value: str) -> None:
+    """Text must be valid Unicode (invalid UTF-8 bytes arrive as lone surrogates, which no tokenizer takes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRequest(param, "{param} " + f"is not valid UTF-8 text (bad character at {e.start}).") from None
+
+
+def seed(value: int | None, param: str = "seed") -> None:
+    if value is not None and not 0 <= value <= 2**63 - 1:
+        raise InvalidRequest(param, "{param} " + f"must be from 0 to 2**63-1 (got {value}).")
+
+
+def size(fields: dict[str, object]) -> None:
+    """Rows and tokens bounded before anything is allocated (a huge ``n`` must not hang the machine)."""
+    for name in ROW_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, int) and value > MAX_ROWS:
+            raise InvalidRequest(name, "{param} " + f"must be at most {MAX_ROWS} (got {value}).")
+    tokens = fields.get("max_tokens")
+    if isinstance(tokens, int) and tokens > MAX_NEW_TOKENS:
+        raise InvalidRequest("max_tokens", "{param} " + f"must be at most {MAX_NEW_TOKENS} (got {tokens}).")
+    rows = max([v for k in ROW_FIELDS if isinstance(v := fields.get(k), int)] or [1])
+    if isinstance(tokens, int) and rows * tokens > MAX_TOKEN_CELLS:
+        raise InvalidRequest("max_tokens", f"{rows} rows x {tokens} new tokens is more than one request may hold "
+                                           f"({MAX_TOKEN_CELLS:,} tokens); lower " + "{param} or the row count.")
+
+
+def common(fields: dict[str, object]) -> None:
+    """What holds for every request: valid text, no NaN, a usable seed, no empty stop strings, bounded size."""
+    for name, value in fields.items():
+        if isinstance(value, str):
+            text(name, value)
+            if name in NON_EMPTY:
+                not_empty(name, value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    text(name, item)
+                    if name == "stop" and not item:
+                        raise InvalidRequest(name, "{param} " + "strings must not be empty (an empty one would "
+                                                                "stop every sample at once).")
+        elif isinstance(value, float) and math.isnan(value):
+            raise InvalidRequest(name, "{param} " + "must be a number (got nan).")
+    seed(fields.get("seed"))  # type: ignore[arg-type]
+    size(fields)

@@ -57,13 +57,35 @@ def execute(request: Request, device: str | None = None, rt: Runtime | None = No
         return run(request, rt or runtime(device))
 
 
+def execute_with_progress(request: Request, device: str | None, what: str, quiet: bool) -> dict[str, Any]:
+    """``execute`` with a live line on stderr (tokens, tokens/s) for commands that take a while; none when
+    ``quiet`` (``--json``) or when stderr is not a terminal."""
+    from hindsight.cli.ticker import ticker
+
+    if quiet or not err.is_terminal:
+        return execute(request, device)
+    loaded: dict[str, LanguageModel] = {}
+
+    def load(name: str | None, dev: str | None) -> LanguageModel:
+        lm = get_model(name, dev, quiet=True)  # the ticker's line says "loading" meanwhile
+        loaded.setdefault("lm", lm)
+        return lm
+
+    with ticker(what, lambda: loaded.get("lm"), err):
+        return execute(request, device, Runtime(device=device, allow_paths=True, loader=load))
+
+
 def num(x: float | None, spec: str = ".3f") -> str:
     """A number for a table; ``None`` (a non-finite value in a result) prints as its JSON reason would."""
     return "-" if x is None else format(x, spec)
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    """Strict JSON: a non-finite number prints as null and is listed with its value under ``nonfinite``."""
+    from hindsight.api.run import json_result
+
+    clean = json_result(obj) if isinstance(obj, dict) else obj
+    sys.stdout.write(json.dumps(clean, ensure_ascii=False, indent=2, allow_nan=False, default=str) + "\n")
     sys.stdout.flush()
 
 

@@ -6,13 +6,21 @@ import typer
 from rich.table import Table
 
 from hindsight.api import GenerateRequest
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, num, out,
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute_with_progress, num,
+                                  out,
                                   print_json)
-from hindsight.lm.registry import cache_root, describe
+from hindsight.errors import HindsightError
+from hindsight.lm.registry import cache_root, describe, verify
 
 
-def models(json_out: bool = JSON_OPTION) -> None:
+def models(
+    json_out: bool = JSON_OPTION,
+    verify_: bool = typer.Option(False, "--verify", help="Recompute the full sha256 of every cached model's files."),
+) -> None:
     """List the known models, which is the default, and where each is cached."""
+    if verify_:
+        _verify(json_out)
+        return
     rows = describe()
     if json_out:
         print_json({"cache": str(cache_root()), "models": rows})
@@ -27,6 +35,26 @@ def models(json_out: bool = JSON_OPTION) -> None:
     for r in rows:
         out.print(f"{r['name']}: {r['path']}", soft_wrap=True)
     out.print("Any local transformers checkpoint directory also works: --model PATH")
+
+
+def _verify(json_out: bool) -> None:
+    """Full checksum check; a damaged cache entry is dropped (converted again on next use) and exits 2."""
+    report = verify()
+    if json_out:
+        print_json({"cache": str(cache_root()), "models": report})
+    for r in report:
+        if json_out:
+            continue
+        if not r["cached"]:
+            out.print(f"{r['name']}: not cached")
+        elif r["ok"]:
+            out.print(f"{r['name']}: ok (every file matches its recorded sha256)")
+        else:
+            out.print(f"{r['name']}: DAMAGED: {'; '.join(r['problems'])}")
+    bad = [r["name"] for r in report if r["ok"] is False]
+    if bad:
+        raise HindsightError(f"cached weights of {', '.join(bad)} failed verification; they will be converted "
+                             "again on next use.")
 
 
 def generate(
@@ -44,8 +72,8 @@ def generate(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample completions from a model."""
-    res = execute(GenerateRequest(prompt=prompt, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                  top_k=top_k, stop=stop, raw=raw, seed=seed, model=model), device)
+    res = execute_with_progress(GenerateRequest(prompt=prompt, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                  top_k=top_k, stop=stop, raw=raw, seed=seed, model=model), device, "generate", json_out)
     if json_out:
         print_json(res)
         return

@@ -99,7 +99,8 @@ def defend(
     out.print(f"[bold]{'BLOCKED' if v['blocked'] else 'ALLOWED'}[/bold] (stage: {v['stage']}; {filter_name} score of "
               f"the prompt {num(v['input_score'])}, threshold {v['filter_threshold']})")
     if v["response"] is not None:
-        out.print(f"response: {v['response']!r}")
+        out.print("response:", style="bold")
+        out.print(v["response"], markup=False, highlight=False, soft_wrap=True)
         table = Table(title=f"{len(v['queries'])} reverse queries ({v['generator']}); flagged "
                             f"{num(v['flagged_fraction'], '.2f')}, block above {threshold}")
         table.add_column("query")

@@ -6,8 +6,10 @@ import typer
 from rich.table import Table
 
 from hindsight.api import InvalidRequest, RerankRequest, RetrieveRequest, ScoreRequest
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, flag, num, out,
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute,
+                                  execute_with_progress, flag, num, out,
                                   print_json, runtime)
+from hindsight.errors import HindsightError
 from hindsight.reverse.scorers import SCORERS, PairScorer
 
 SCORER_HELP = f"One of {', '.join(SCORERS)} (trlm-fo@VARIANT for another prompt wording)."
@@ -60,17 +62,25 @@ def rerank(
     seed: int = SEED_OPTION,
     device: str = DEVICE_OPTION,
     json_out: bool = JSON_OPTION,
+    show: int = typer.Option(0, "--show", help="Print only the best K candidates (0: all)."),
 ) -> None:
     """Best-of-N: sample N responses and keep the one the scorer likes best."""
-    res = execute(RerankRequest(prompt=prompt, n=n, scorer=scorer, temperature=temperature, max_tokens=max_tokens,
-                                mean=mean, seed=seed, model=model, reverse_model=reverse_model), device)
+    if show < 0:
+        raise HindsightError(f"--show must be 0 (all) or positive (got {show}).")
+    res = execute_with_progress(RerankRequest(prompt=prompt, n=n, scorer=scorer, temperature=temperature,
+                                              max_tokens=max_tokens, mean=mean, seed=seed, model=model,
+                                              reverse_model=reverse_model), device, "rerank", json_out)
     if json_out:
         print_json(res)
         return
-    table = Table(title=f"best of {n} by {scorer}{' (mean)' if mean else ''}")
+    ranked = sorted(enumerate(res["candidates"]),
+                    key=lambda ic: -ic[1]["score"] if ic[1]["score"] is not None else float("inf"))
+    shown = ranked[:show] if show else ranked
+    table = Table(title=f"best of {n} by {scorer}{' (mean)' if mean else ''}"
+                        + (f", top {len(shown)} shown" if len(shown) < len(ranked) else ""))
     for col in ("#", "score", "text"):
         table.add_column(col)
-    for i, c in sorted(enumerate(res["candidates"]), key=lambda ic: -(ic[1]["score"] or -float("inf"))):
+    for i, c in shown:
         table.add_row(("* " if i == res["index"] else "") + str(i), num(c["score"], ".2f"), c["text"])
     out.print(table)
 

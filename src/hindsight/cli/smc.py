@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from hindsight.api import SMCRequest
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute, get_model,
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute_with_progress,
+                                  get_model,
                                   num, out, print_json, progress_bar)
 from hindsight.errors import HindsightError
 from hindsight.records.results import ResultFile
@@ -59,9 +60,10 @@ def smc(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample from p(x | prompt) * phi(x) with (twisted) sequential Monte Carlo."""
-    res = execute(SMCRequest(prompt=prompt, potential=potential, particles=particles, max_tokens=max_tokens,
-                             twist=str(twist) if twist else None, resample=resample, ess_threshold=ess_threshold,
-                             min_tokens=min_tokens, raw=raw, seed=seed, model=model), device)
+    res = execute_with_progress(SMCRequest(prompt=prompt, potential=potential, particles=particles,
+                                           max_tokens=max_tokens, twist=str(twist) if twist else None,
+                                           resample=resample, ess_threshold=ess_threshold, min_tokens=min_tokens,
+                                           raw=raw, seed=seed, model=model), device, "smc", json_out)
     if json_out:
         print_json(res)
         return
@@ -204,6 +206,13 @@ def bounds(
     from hindsight.experiments.bounds import plot_bounds
 
     counts = _int_list(particles, "--particles")
+    for flag_name, value in (("--seeds", seeds), ("--kl-samples", kl_samples), ("--max-tokens", max_tokens)):
+        if value < 1:  # checked before any model is loaded or any run starts
+            raise HindsightError(f"{flag_name} must be at least 1 (got {value}).")
+    if min(counts) < 1:
+        raise HindsightError(f"Every --particles value must be at least 1 (got {min(counts)}).")
+    if plot is not None and plot.is_dir():
+        raise HindsightError(f"--plot {plot} is a folder; give a file name such as {plot / 'bounds.png'}.")
     names = [s.strip() for s in samplers.split(",") if s.strip()]
     files = {"bootstrap": None, "twisted": twist, "baseline": baseline_twist}
     for name in names:
@@ -232,11 +241,12 @@ def bounds(
                          on_run=lambda msg: prog.update(task, advance=1, info=msg),
                          results=ResultFile(results_path), tag=tag, sampler_tags=sampler_tags,
                          reference_tag=reference_tag)
-    if plot:
-        plot_bounds(rep, str(plot), title=f"{pot.name}: log Z bounds ({seeds} seeds)")
     if json_out:
         print_json({"model": lm.name, "prompt": prompt, "potential": pot.name, "max_tokens": max_tokens,
                     **rep.as_dict()})
+        if plot:
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_bounds(rep, str(plot), title=f"{pot.name}: log Z bounds ({seeds} seeds)")
         return
     table = Table(title=f"log Z bounds, {pot.name}, {seeds} seeds (mean ± 95% half-width); "
                         f"{rep.exact_samples} exact samples from {rep.model_draws} model draws")
@@ -256,7 +266,9 @@ def bounds(
     if rep.best_upper < rep.best_lower:
         out.print("warning: the best upper bound is below the best lower bound, so the seeds are too few for these "
                   "bounds to bracket log Z; the KL estimates are not meaningful (use more --seeds).")
-    if plot:
+    if plot:  # after the tables, so a plot that cannot be written loses nothing
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_bounds(rep, str(plot), title=f"{pot.name}: log Z bounds ({seeds} seeds)")
         out.print(f"wrote {plot}")
 
 

@@ -173,6 +173,50 @@ class Pace:
                 f"about {self.projected_seconds:.0f} s for the {self.left} item(s) left")
 
 
+def weights_fingerprint(name_or_path: str | None) -> str:
+    """A content hash of a model's weights (recorded checksums for cached models, sampled hashes for folders)."""
+    from hindsight.lm import checksums, registry
+
+    try:
+        name, path = registry.resolve(name_or_path)
+    except HindsightError:
+        path = Path(str(name_or_path)).expanduser()
+        if not path.is_dir():
+            raise
+        return checksums.folder_fingerprint(path)
+    return registry.fingerprint(name, path)
+
+
+def provenance(experiment: Experiment) -> dict[str, Any] | None:
+    """What produced an experiment's records: each model it names and the fingerprint of that model's weights.
+
+    Records carry it (``produced_by``), so a rerun with another ``--model`` (or retrained weights under the same
+    path) on the same ``--out`` is refused instead of reusing the first model's scores under the new label.
+    """
+    stamp: dict[str, Any] = {}
+    for field_name in ("model", "reverse_model"):
+        if not hasattr(experiment, field_name):
+            continue
+        value = getattr(experiment, field_name)
+        if value is None and field_name == "reverse_model":
+            continue
+        stamp[field_name] = value or "default"
+        stamp[f"{field_name}_weights"] = weights_fingerprint(value)
+    return stamp or None
+
+
+def check_provenance(results: ResultFile, stamp: dict[str, Any]) -> None:
+    """One sentence if ``results`` holds records produced by other models or weights (older records without a
+    ``produced_by`` field are accepted as they are)."""
+    for rec in results.values():
+        theirs = rec.get("produced_by")
+        if theirs is not None and theirs != stamp:
+            diff = next(k for k in sorted(set(stamp) | set(theirs)) if stamp.get(k) != theirs.get(k))
+            raise HindsightError(
+                f"{results.path} holds results produced with {diff}={theirs.get(diff)!r}, not {stamp.get(diff)!r}; "
+                "use another --out (or delete that file) so scores of different models are not mixed.")
+
+
 def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, on_item: OnItem | None = None,
                    executor: Executor | None = None, loaders: Loaders | None = None,
                    on_pace: Callable[[Pace], None] | None = None, pace_after: int = 3) -> Any:
@@ -183,6 +227,9 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
     after ``pace_after`` computed items, what an item costs and how long the rest will take.
     """
     results = open_results(experiment, results)
+    stamp = provenance(experiment) if experiment.parts is None else None
+    if stamp is not None:
+        check_provenance(results, stamp)
     note = on_item or (lambda _rec: None)
     items, todo = experiment.items(), []
     for item in items:
@@ -195,6 +242,8 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
         stamps = [time.perf_counter()]
         for item, record in (executor or in_process(loaders))(experiment, todo):
             record = experiment.merge(results.get(experiment.key(item)), record)
+            if stamp is not None:
+                record = {**record, "produced_by": stamp}
             results.append(record)
             note(record)
             stamps.append(time.perf_counter())

@@ -40,6 +40,9 @@ def load_model(
     if reuse and key in _loaded:
         return _loaded[key]
     known, path = resolve(name_or_path, progress)
+    from hindsight.lm.threads import configure_threads
+
+    configure_threads()
     if progress:
         progress(f"Loading {known}")
     from hindsight.lm.hf import load_checkpoint

@@ -12,7 +12,7 @@ from hindsight.lm.hf import quiet_offline_transformers
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """De-quantise a GGUF file once and save it as an ordinary checkpoint directory (atomic rename)."""
-    quiet_offline_transformers(progress_bars=True)  # de-quantising takes a while: show it
+    quiet_offline_transformers(progress_bars=False)  # our own progress line says what is happening
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     cfg = model.config

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
@@ -25,6 +26,7 @@ from hindsight.errors import HindsightError
 from hindsight.lm import cascade
 from hindsight.lm.base import DecodeState, LanguageModel
 from hindsight.lm.cascade import SharedPrefixCache, expand_rows, prefix_tensors, take_rows
+from hindsight.lm.device import check_finite, resolve_device
 from hindsight.lm.prefix_cache import Prefill, PrefixLRU
 
 
@@ -41,6 +43,7 @@ def quiet_offline_transformers(progress_bars: bool = False) -> None:
         hf_logging.enable_progress_bar()
     else:
         hf_logging.disable_progress_bar()
+
 
 DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per scoring forward
 
@@ -118,6 +121,7 @@ class HFLanguageModel(LanguageModel):
                 **{self._cache_kwarg: cache},
                 **extra,
             )
+        check_finite(self.name, out.hidden_states[-1], attention_mask)
         self.counters.forward_passes += 1
         self.counters.tokens += int(input_ids.numel())
         self.counters.seconds += time.perf_counter() - t0
@@ -372,14 +376,14 @@ def load_checkpoint(path: str | Path, *, name: str | None = None, device=None, d
     path = Path(path)
     if not (path / "config.json").is_file():
         raise HindsightError(f"{path} is not a transformers checkpoint directory (it has no config.json).")
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     quiet_offline_transformers()  # a cached load takes seconds; its bars would only be noise
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HindsightError(f"Could not load a causal LM from {path}: {first}") from None
     return HFLanguageModel(model, tok, name=name or path.name, device=dev)

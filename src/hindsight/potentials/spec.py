@@ -7,6 +7,7 @@ LM-based potentials (such as ``infill:SUFFIX``) need a model and a prompt; they 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -76,9 +77,12 @@ BUILDERS: dict[str, Builder] = {
 
 def _number(text: str, what: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise HindsightError(f"The {what} must be a number (got {text!r}).") from None
+    if not math.isfinite(value):  # 1e999 parses as inf: log Z = -inf and meaningless weights
+        raise HindsightError(f"The {what} must be a finite number (got {text!r}).")
+    return value
 
 
 _LITERAL = ("regex:", "infill:")  # kinds whose argument is taken verbatim (may contain * or ^)

@@ -26,24 +26,38 @@ class ResultFile:
         self.path = None if path is None else Path(path)
         self.key_field = key_field
         self._records: dict[str, dict[str, Any]] = {}
-        if self.path is not None and self.path.exists():
-            for rec in self._read():
-                self._records[str(rec[key_field])] = rec
+        if self.path is not None:
+            if self.path.is_dir():
+                raise HindsightError(f"The results file {self.path} is a folder; give a file name (e.g. "
+                                     f"{self.path / 'results.jsonl'}).")
+            from hindsight.records.lock import lock_results
+
+            lock_results(self.path)  # one writer per file: a second process stops here, before any work
+            if self.path.exists():
+                for rec in self._read():
+                    self._records[str(rec[key_field])] = rec
 
     def _read(self) -> Iterator[dict[str, Any]]:
-        with open(self.path, encoding="utf-8") as f:
-            lines = f.readlines()
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.readlines()
+        except UnicodeDecodeError as e:
+            raise HindsightError(f"{self.path} is not UTF-8 text (bad byte at offset {e.start}); it is not a "
+                                 "results file: choose another --out.") from None
+        except OSError as e:
+            raise HindsightError(f"Cannot read the results file {self.path}: {e.strerror}.") from None
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                if n == len(lines):  # a record cut off by an interruption: drop it, it will be redone
+                if n == len(lines) and not line.endswith("\n"):  # cut off by an interruption: redone
                     continue
                 raise HindsightError(f"{self.path} line {n} is not valid JSON; fix or delete the file.") from None
-            if self.key_field not in rec:
-                raise HindsightError(f"{self.path} line {n} has no {self.key_field!r} field.")
+            if not isinstance(rec, dict) or self.key_field not in rec:
+                raise HindsightError(f"{self.path} line {n} is not a record with a {self.key_field!r} field; "
+                                     "it is not a results file of this command.")
             yield rec
 
     def __contains__(self, key: object) -> bool:

@@ -90,6 +90,19 @@ def _rng_state() -> dict[str, Any]:
     return st
 
 
+def _load_state(path: Path) -> dict[str, Any]:
+    """Optimizer, step, data position and RNG state: tensors and plain types only, so no code runs on load."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError or EOFError here
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise HindsightError(f"{path} is not a plain training state (refused to load it: {first}); delete that "
+                             "checkpoint folder to resume from an earlier one.") from None
+    if not isinstance(state, dict) or not {"optimizer", "step", "data", "rng"} <= set(state):
+        raise HindsightError(f"{path} lacks the optimizer, step, data or rng entries of a training state.")
+    return state
+
+
 def _set_rng_state(st: dict[str, Any]) -> None:
     torch.set_rng_state(st["torch"])
     random.setstate(st["python"])
@@ -134,7 +147,7 @@ class ReverseTrainer:
         torch.manual_seed(cfg.seed)
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
         if resume is not None:
-            state = torch.load(resume / STATE_FILE, weights_only=False)
+            state = _load_state(resume / STATE_FILE)
             self.opt.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
             self.data.load_state(state["data"])

@@ -1,0 +1,203 @@
+"""Hostile but realistic command lines, run through the real console script in a subprocess.
+
+Every case must end with exit code 2 and exactly one ``error:`` line on stderr (never a ``Traceback``); the
+results-file cases must also leave the file byte-identical. Ctrl-C (SIGINT to a running evaluation) must end
+with exit 130, one line, and every record already written kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = Path(sys.executable).parent / "hindsight"
+
+
+def command() -> list[str]:
+    """The installed console script when there is one (what users run), else ``python -m hindsight``."""
+    return [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "hindsight"]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    e.setdefault("OMP_NUM_THREADS", "1")
+    e["COLUMNS"] = "200"
+    return e
+
+
+def default_sigint() -> None:
+    """Children of a background job inherit an ignored SIGINT; a user's terminal delivers it: restore that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run(args: list[str | bytes], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    argv = [a if isinstance(a, bytes) else a.encode() for a in command() + list(args)]
+    return subprocess.run(argv, cwd=cwd, env=env(), capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    """The inputs the cases refer to as ``{name}``: a tiny model, damaged copies, binary and odd files."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from hindsight.lm.toy import save_checkpoint, tiny_model
+
+    root = tmp_path_factory.mktemp("hostile")
+    tiny = root / "tiny"
+    save_checkpoint(tiny_model(), tiny)
+    trunc = root / "trunc"
+    save_checkpoint(tiny_model(), trunc)
+    weights = trunc / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    nan = root / "nanmodel"
+    save_checkpoint(tiny_model(), nan)
+    state = load_file(nan / "model.safetensors")
+    key = next(k for k in state if k.endswith("norm.weight"))
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, nan / "model.safetensors", metadata={"format": "pt"})
+    binary = root / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 40)
+    (root / "folder").mkdir()
+    (root / "bad.jsonl").write_bytes(b'{"id": 0}\n42\n')
+    (root / "bin.jsonl").write_bytes(b'{"id": 0}\n\xff\xfe\n{"id": 1}\n')
+    data = _preference_data(root, 3)
+    return {"bad_results": str(root / "bad.jsonl"), "binary_results": str(root / "bin.jsonl"), "data": str(data),
+            "tiny": str(tiny), "trunc": str(trunc), "nan": str(nan), "binary": str(binary), "root": str(root),
+            "folder": str(root / "folder")}
+
+
+@dataclass
+class Case:
+    name: str
+    args: list[str | bytes]
+    match: str = ""  # a piece of the error line (case-insensitive)
+    keep: list[str] = field(default_factory=list)  # files ({name}) that must be byte-identical afterwards
+
+
+CASES = [
+    Case("missing argument", ["generate"], "missing argument"),
+    Case("unknown option", ["generate", "hi", "--bogus"], "--bogus"),
+    Case("not a number", ["generate", "hi", "--n", "abc"], "--n"),
+    Case("unknown command", ["nosuchcmd"], "nosuchcmd"),
+    Case("a flag given a value", ["generate", "hi", "--json", "true"], "true"),
+    Case("invalid UTF-8 in the prompt", ["generate", b"a\xff\xfeb", "--model", "{tiny}"], "utf-8"),
+    Case("unknown device", ["generate", "hi", "--model", "{tiny}", "--device", "banana"], "banana"),
+    Case("truncated safetensors", ["generate", "hi", "--model", "{trunc}"], "could not load"),
+    Case("NaN in a forward pass", ["generate", "hi", "--model", "{nan}", "--max-tokens", "2"], "nanmodel"),
+    Case("binary file to data convert", ["data", "convert", "hh-rlhf", "{binary}", "--out", "{root}/d"], "binary"),
+    Case("wrong number of files", ["data", "convert", "truthfulqa", "{binary}", "--out", "{root}/d"], "2 file"),
+    Case("unknown dataset", ["data", "convert", "mnist", "x", "--out", "{root}/d"], "mnist"),
+    Case("data --out is a file", ["data", "convert", "hh-rlhf", "{binary}", "--out", "{binary}"], "not a folder",
+         keep=["{binary}"]),
+    Case("n past what fits", ["generate", "hi", "--model", "{tiny}", "--n", "100000000"], "at most 4096"),
+    Case("seed 2**70", ["generate", "hi", "--model", "{tiny}", "--seed", str(2**70)], "--seed"),
+    Case("temperature inf", ["generate", "hi", "--model", "{tiny}", "--temperature", "inf"], "--temperature"),
+    Case("empty stop string", ["generate", "hi", "--model", "{tiny}", "--stop", ""], "--stop"),
+    Case("empty texts to score", ["score", "", "", "--model", "{tiny}"], "empty"),
+    Case("infinite tempering exponent", ["smc", "hi", "-p", "toxicity^1e999", "--model", "{tiny}"], "finite"),
+    Case("max-words 0", ["retrieve", "q", "--corpus", "{binary}", "--max-words", "0"], "--max-words"),
+    Case("bounds --kl-samples 0", ["bounds", "-p", "toxicity", "--prompt", "x", "--kl-samples", "0",
+                                   "--model", "{tiny}"], "--kl-samples"),
+    Case("results file with a bare 42", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}",
+                                         "--scorers", "forward", "--out", "{bad_results}"], "line 2",
+         keep=["{bad_results}"]),
+    Case("results file with non-UTF-8 bytes", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}",
+                                               "--scorers", "forward", "--out", "{binary_results}"], "utf-8",
+         keep=["{binary_results}"]),
+    Case("--out is a folder", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}", "--scorers",
+                               "forward", "--out", "{folder}"], "is a folder"),
+]
+if not __import__("torch").cuda.is_available():
+    CASES.append(Case("cuda on a CPU-only torch", ["generate", "hi", "--model", "{tiny}", "--device", "cuda"],
+                      "not available"))
+
+
+def _fill(arg: str | bytes, files: dict[str, str]) -> str | bytes:
+    return arg.format(**files) if isinstance(arg, str) else arg
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_error_line(case: Case, files, tmp_path):
+    kept = {p: Path(p).read_bytes() for p in (_fill(k, files) for k in case.keep)}
+    res = run([_fill(a, files) for a in case.args], cwd=tmp_path)
+    err = res.stderr.decode("utf-8", "replace")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err, err
+    assert res.returncode == 2, (res.returncode, err)
+    assert len([ln for ln in lines if ln.startswith("error:")]) == 1, err
+    assert lines[-1].startswith("error:"), err
+    assert case.match.lower() in lines[-1].lower(), err
+    for p, before in kept.items():
+        assert Path(p).read_bytes() == before, f"{p} changed"
+
+
+def test_version_and_help_show_no_bool_metavar(tmp_path):
+    from hindsight import __version__
+
+    res = run(["--version"], cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.decode().strip() == f"hindsight {__version__}"
+    res = run(["generate", "--help"], cwd=tmp_path)
+    assert res.returncode == 0 and "--json" in res.stdout.decode()
+    assert "<bool>" not in res.stdout.decode()
+    res = run([], cwd=tmp_path)
+    assert res.returncode == 0 and "generate" in res.stdout.decode()
+
+
+def _preference_data(root: Path, n: int) -> Path:
+    folder = root / "data" / "alpaca_eval"
+    folder.mkdir(parents=True)
+    rows = [{"id": i, "instruction": f"Say something about {i}.", "output_1": "It is a number.",
+             "output_2": "Numbers are fine.", "preference": 1.0 + i % 2}
+            for i in range(n)]
+    (folder / "pairwise_preferences_alpaca7b_vs_text_davinci_003.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    return root / "data"
+
+
+def test_ctrl_c_during_an_evaluation_exits_130_and_keeps_records(files, tmp_path):
+    data = _preference_data(tmp_path, 3000)
+    out = tmp_path / "prefs.jsonl"
+    argv = command() + ["eval", "preferences", "--data", str(data), "--model", files["tiny"], "--scorers",
+                        "forward,trlm-fo", "--out", str(out)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
+    deadline = time.monotonic() + 900  # a loaded machine imports torch slowly
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_file() and out.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+    before = out.read_text().splitlines() if out.is_file() else []
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    err = err.decode("utf-8", "replace")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted:"), err
+    after = out.read_text().splitlines() if out.is_file() else []
+    assert len(before) >= 1 and after[: len(before)] == before and all(json.loads(line) for line in after)
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    """SIGINT while torch is still being imported: one line and exit 130, no KeyboardInterrupt traceback."""
+    proc = subprocess.Popen(command() + ["generate", "--help"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=default_sigint)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=600)
+    err = err.decode("utf-8", "replace")
+    if proc.returncode in (0, -signal.SIGINT):
+        pytest.skip("the signal arrived after start-up finished, or before Python itself had started")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:"), err
