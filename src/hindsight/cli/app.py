@@ -21,9 +21,9 @@ app.add_typer(eval_app, name="eval")
 
 
 def _register() -> None:
-    from hindsight.cli import generate, rain, reverse_apps, reverse_eval, reverse_train, scoring, smc
+    from hindsight.cli import generate, rain, reverse_apps, reverse_eval, reverse_train, scoring, serve, smc
 
-    for module in (generate, smc, scoring, reverse_train, reverse_eval, reverse_apps, rain):
+    for module in (generate, smc, scoring, reverse_train, reverse_eval, reverse_apps, rain, serve):
         module.register(app, eval_app)
 
 
