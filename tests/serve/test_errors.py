@@ -117,7 +117,7 @@ def test_api_key_is_required_on_v1_routes(lm):
 def test_full_queue_is_429_with_retry_after(lm):
     with running(lm, max_batch_rows=1, max_queue=1) as url:
         raw = Raw(url)
-        long_ = {"model": "tiny", "prompt": "a", "max_tokens": 100, "temperature": 0}
+        long_ = {"model": "tiny", "prompt": "x", "max_tokens": 100, "seed": 33}  # no EOS for 120 tokens
         results = []
         threads = [threading.Thread(target=lambda: results.append(raw.post("/v1/completions", long_)))
                    for _ in range(2)]

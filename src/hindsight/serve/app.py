@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -57,8 +58,15 @@ class Server:
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.method_workers), thread_name_prefix="hindsight-m")
         self.limits = schemas.Limits(max_n=min(config.max_n, config.max_batch_rows), max_tokens=config.max_tokens,
                                      default_max_tokens=config.default_max_tokens)
-        self.methods_waiting = 0
+        self._waiting_lock = threading.Lock()
+        self.methods_waiting = 0  # method requests accepted but not started (changed under _waiting_lock)
         self.draining = False
+        self.metrics.queue_depth.set_function(lambda: len(self.scheduler.waiting) + self.methods_waiting)
+        self.metrics.active_rows.set_function(lambda: self.scheduler.active_rows)
+
+    def methods_queue(self, delta: int) -> None:
+        with self._waiting_lock:
+            self.methods_waiting += delta
 
     # ---- checks -------------------------------------------------------------------------------------------
     def authorise(self, request: Request) -> None:

@@ -97,7 +97,6 @@ class Scheduler:
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull()
             self.waiting.append(job)
-            self._gauges()
             self._cond.notify_all()
 
     def cancel(self, job: SampleJob) -> None:
@@ -106,11 +105,6 @@ class Scheduler:
     @property
     def active_rows(self) -> int:
         return self.decoder.size
-
-    def _gauges(self) -> None:
-        if self.metrics is not None:
-            self.metrics.active_rows.set(self.decoder.size)
-            self.metrics.queue_depth.set(len(self.waiting))
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -128,7 +122,6 @@ class Scheduler:
                     r.job.emit(("error", e))
                 self.decoder.drop(list(self.decoder.ids))
                 self.running = []
-            self._gauges()
 
     def _admit(self) -> None:
         jobs = []

@@ -146,12 +146,10 @@ async def answer_method(server: Server, request: Request, p: schemas.Parsed, ids
     queue: asyncio.Queue = asyncio.Queue()
     emit = _emitter(queue)
     on_text = (lambda text: emit(("text", text))) if p.stream else None
-    server.methods_waiting += 1
-    server.metrics.queue_depth.inc()
+    server.methods_queue(+1)
 
     def work() -> None:
-        server.methods_waiting -= 1
-        server.metrics.queue_depth.dec()
+        server.methods_queue(-1)
         server.metrics.running_methods.inc()
         try:
             result = runner(on_text)
