@@ -38,7 +38,7 @@ def _start(checkpoint: Path, *flags: str) -> tuple[subprocess.Popen, Raw]:
     proc = subprocess.Popen([sys.executable, "-m", "hindsight", "serve", "--model", str(checkpoint), "--port",
                              str(port), *flags], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     raw = Raw(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(proc.stderr.read().decode())
@@ -67,15 +67,15 @@ def test_sigterm_finishes_running_requests_then_exits(checkpoint):
 
         t = threading.Thread(target=stream)
         t.start()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while "first" not in out and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        t.join(120)
+        t.join(600)
         assert out["rest"].rstrip().endswith("data: [DONE]")  # the running request was finished
         chunks = [json.loads(e[6:]) for e in out["rest"].split("\n\n") if e.startswith("data: {")]
         assert chunks[-1]["choices"][0]["finish_reason"] == "length"
-        assert proc.wait(60) == 0
+        assert proc.wait(300) == 0
         with pytest.raises(OSError):
             raw.get("/health")
     finally:
@@ -84,21 +84,21 @@ def test_sigterm_finishes_running_requests_then_exits(checkpoint):
 
 
 def test_bad_flags_are_one_sentence(checkpoint):
-    for flags, words in ((["--twist", "../x=/nope"], "Twist name"), (["--max-queue", "0"], "--max-queue"),
-                         (["--twist", "t=/does/not/exist.pt"], "does not exist")):
+    for flags, words in ((["--twist", "../x=/nope"], "Twist name"), (["--twist", "t=/does/not/exist.pt"],
+                                                                     "does not exist")):
         r = subprocess.run([sys.executable, "-m", "hindsight", "serve", "--model", str(checkpoint), *flags],
-                           env=_env(), capture_output=True, text=True, timeout=120)
+                           env=_env(), capture_output=True, text=True, timeout=600)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_registered_twist_is_usable_by_name(lm, tmp_path):
-    from hindsight.serve.methods import load_twists
+    from hindsight.serve.methods import load_twists, twist_specs
     from hindsight.twists.checkpoint import save_twist
     from hindsight.twists.heads import make_head
 
     head = make_head("linear", lm.hidden_size, lm.vocab_size)
     save_twist(tmp_path / "t.pt", head, {"model": lm.name})
-    twists = load_twists(lm, [f"pos={tmp_path / 't.pt'}"])
+    twists = load_twists(lm, twist_specs([f"pos={tmp_path / 't.pt'}"]))
     with running(lm, twists=twists) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4,

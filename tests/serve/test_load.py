@@ -28,7 +28,7 @@ def test_two_hundred_requests_from_sixteen_clients(raw, lm):
     t0 = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
         replies = list(pool.map(lambda item: raw.post("/v1/completions", item[1]), plan))
-    assert time.monotonic() - t0 < 300
+    assert time.monotonic() - t0 < 900
     statuses = [r.status for r in replies]
     assert not [s for s in statuses if s >= 500]
     want = {(s, n): [x.text for x in lm.generate("load test", n=n, max_tokens=4, seed=s, use_chat=False)]

@@ -29,7 +29,7 @@ def serve(
     import uvicorn
 
     from hindsight.serve import ServerConfig, create_app
-    from hindsight.serve.methods import load_twists
+    from hindsight.serve.methods import load_twists, twist_specs
 
     for name, value in (("--max-queue", max_queue), ("--max-batch-rows", max_batch_rows),
                         ("--max-tokens", max_tokens), ("--method-workers", method_workers),
@@ -38,8 +38,9 @@ def serve(
             raise HindsightError(f"{name} must be at least 1 (got {value}).")
     if not 0 < port < 65536:
         raise HindsightError(f"--port must be in 1..65535 (got {port}).")
+    specs = twist_specs(twist)
     lm = get_model(model, device)
-    twists = load_twists(lm, twist)
+    twists = load_twists(lm, specs)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"warning: serving on {host} without --api-key: anyone who can reach it can use it.")
     config = ServerConfig(api_key=api_key or None, max_queue=max_queue, max_batch_rows=max_batch_rows,

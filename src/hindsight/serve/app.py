@@ -7,7 +7,6 @@ continuous batch (:mod:`hindsight.serve.scheduler`); best-of-N, SMC and RAIN run
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import threading
 import time

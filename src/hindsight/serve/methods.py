@@ -235,11 +235,9 @@ def _rain(lm: LanguageModel, p: Parsed, text: str, s: dict) -> Runner:
     return run
 
 
-def load_twists(lm: LanguageModel, specs: list[str]) -> dict[str, Any]:
-    """``NAME=FILE`` pairs from the command line, loaded once (``torch.load(weights_only=True)``)."""
-    from hindsight.twists.checkpoint import load_twist
-
-    out: dict[str, Any] = {}
+def twist_specs(specs: list[str]) -> dict[str, str]:
+    """``NAME=FILE`` pairs from the command line, checked before anything is loaded."""
+    out: dict[str, str] = {}
     for spec in specs:
         name, eq, path = spec.partition("=")
         if not eq or not path:
@@ -248,5 +246,12 @@ def load_twists(lm: LanguageModel, specs: list[str]) -> dict[str, Any]:
             raise HindsightError(f"Twist name {name!r} must be letters, digits, '_', '.' or '-'.")
         if name in out:
             raise HindsightError(f"Twist name {name!r} is given twice.")
-        out[name] = load_twist(path, device=lm.device, lm=lm)[0]
+        out[name] = path
     return out
+
+
+def load_twists(lm: LanguageModel, specs: dict[str, str]) -> dict[str, Any]:
+    """Each registered twist loaded once (``torch.load(weights_only=True)``) and checked against ``lm``."""
+    from hindsight.twists.checkpoint import load_twist
+
+    return {name: load_twist(path, device=lm.device, lm=lm)[0] for name, path in specs.items()}
