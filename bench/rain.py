@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from hindsight.evaluation.rain_eval import hh_rows, make_rain_evaluator
+from hindsight.experiments.rain_judges import hh_rows, make_rain_evaluator
 from hindsight.lm import load_model
 from hindsight.samplers.rain import Rain, RainConfig
 

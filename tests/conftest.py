@@ -43,7 +43,7 @@ def default_lm():
 @pytest.fixture(scope="session")
 def data_root():
     """The shared evaluation data, or a skip naming what is missing (users will not have it)."""
-    from hindsight.evaluation.data import find_data_root
+    from hindsight.records.data import find_data_root
 
     root = find_data_root()
     if root is None:

@@ -21,7 +21,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def toy_task(toy):
     """(lm, prompt ids, potential, exact target): phi <= 1 and the target differs strongly from the model."""
-    from hindsight.evaluation.exact import exact_target
+    from hindsight.experiments.exact import exact_target
     from hindsight.potentials.text import Regex
 
     prompt = toy.encode("ab")

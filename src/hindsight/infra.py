@@ -6,6 +6,7 @@ This module imports nothing from hindsight except ``errors``, so ``lm/`` (the lo
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -52,3 +53,14 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move a finished directory (written at ``temp_path(target)``) into place; an older version is renamed
+    away first, then deleted, so readers see a whole directory or none."""
+    old = temp_path(target.with_name(target.name + ".old"))
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)

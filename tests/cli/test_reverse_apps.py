@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from hindsight.cli.app import app
 from hindsight.errors import HindsightError
-from hindsight.evaluation.citation import citation_items
-from hindsight.evaluation.jailbreak import jailbreak_items
-from hindsight.evaluation.results import ResultFile
+from hindsight.experiments.citation import citation_items
+from hindsight.experiments.jailbreak import jailbreak_items
+from hindsight.records.results import ResultFile
 
 runner = CliRunner()
 

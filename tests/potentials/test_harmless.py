@@ -5,7 +5,7 @@ import torch
 
 from hindsight.errors import HindsightError
 from hindsight.potentials.harmless import HarmlessClassifier, save_classifier
-from tests.potentials.contract import PotentialContract
+from hindsight.testing import PotentialContract
 from tests.potentials.test_potentials import TEXTS, TextInputs
 
 pytest.importorskip("sklearn")
@@ -44,3 +44,13 @@ def test_learns_direction_and_round_trips(tmp_path):
 def test_missing_classifier_is_a_clear_error(tmp_path):
     with pytest.raises(HindsightError, match="rain-hh"):
         HarmlessClassifier.load(tmp_path / "nope.pkl")
+
+
+def test_classifier_cache_follows_the_one_cache_root(tmp_path, monkeypatch):
+    from hindsight.potentials.harmless import cache_dir
+
+    monkeypatch.delenv("HINDSIGHT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "hindsight" / "judges"  # XDG_CACHE_HOME was ignored before
+    monkeypatch.setenv("HINDSIGHT_CACHE", str(tmp_path / "h"))
+    assert cache_dir() == tmp_path / "h" / "judges"

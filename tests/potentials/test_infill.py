@@ -5,7 +5,7 @@ import pytest
 from hindsight.errors import HindsightError
 from hindsight.potentials.infill import Infill
 from hindsight.potentials.spec import parse_potential
-from tests.potentials.contract import PotentialContract
+from hindsight.testing import PotentialContract
 
 
 @lru_cache(maxsize=1)

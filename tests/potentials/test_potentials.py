@@ -7,7 +7,7 @@ from hindsight.errors import HindsightError
 from hindsight.potentials import parse_potential
 from hindsight.potentials.classifiers import Sentiment, Toxicity
 from hindsight.potentials.text import Keywords, Regex
-from tests.potentials.contract import PotentialContract
+from hindsight.testing import PotentialContract
 
 TEXTS = ["You are a stupid idiot.", "What a lovely, wonderful day!", "The train leaves at noon.",
          "I hate this awful movie.", ""]

@@ -1,5 +1,6 @@
 """Self-evaluation values from option-token probabilities (stub model), order-swap symmetry, caching."""
 
+import functools
 import math
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ from hindsight.errors import HindsightError
 from hindsight.lm.base import DecodeState, LanguageModel
 from hindsight.potentials.self_eval import HARMLESS, PotentialEvaluator, SelfEvaluator
 from hindsight.potentials.text import Keywords, Regex
+from hindsight.testing import EvaluatorContract
 
 
 class StubLM(LanguageModel):
@@ -179,3 +181,39 @@ def test_potential_evaluator_maps_phi_to_value():
     assert ev.values("q", ["yes please", "no"]).tolist() == [1.0, -1.0]
     kw = PotentialEvaluator(Keywords(["ok"], weight=-math.log(2)))  # phi = 0.5 ** count
     assert kw.values("q", ["ok", "ok ok", "none"]).tolist() == pytest.approx([0.0, -0.5, 1.0])
+
+
+# ---- the shipped evaluator contract (hindsight.testing) ---------------------------------------------------------
+REPLIES = ["so kind of you", "awful words", "well it is nice"]
+
+
+class TestPotentialEvaluatorContract(EvaluatorContract):
+    def make(self):
+        return PotentialEvaluator(Regex("kind", penalty=0.25))
+
+    def inputs(self):
+        return "be nice", REPLIES
+
+
+class TestSelfEvaluatorContract(EvaluatorContract):
+    def make(self):
+        return SelfEvaluator(StubLM(0.5), "harmless", value_rule="soft")
+
+    def inputs(self):
+        return "be nice", REPLIES
+
+
+class TestSelfEvaluatorOnAModelContract(EvaluatorContract):
+    """A real (random, tiny) model: batched scoring with a shared cached head must equal one at a time."""
+
+    def make(self):
+        prompt = replace(HARMLESS, instruction="Judge.\n", examples=HARMLESS.examples[:1])
+        return SelfEvaluator(_chars(), prompt=prompt, value_rule="soft")
+
+    def inputs(self):
+        return "say hi", ["well it is nice, and fine", "well it is nice, but bad"]
+
+
+@functools.cache
+def _chars():
+    return chars_model()

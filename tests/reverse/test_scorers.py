@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.reverse.models import ReverseModel
 from hindsight.reverse.scorers import PROMPTS, make_scorer
 
 QUERIES = ["what is a cat?", "name a color.", "why?"]
@@ -25,12 +26,10 @@ def test_ba_scoring_equals_scoring_the_reversed_sequence(tiny):
 
 
 def test_foba_uses_the_direction_tag_both_ways(tiny):
-    tiny.direction_tags = ("fwd:", "rev:")
-    try:
-        rev = make_scorer("trlm-foba", tiny, reverse_lm=tiny).score(QUERIES[:1], RESPONSES[:1])
-        fwd = make_scorer("trlm-foba", tiny, reverse_lm=tiny, direction="forward").score(QUERIES[:1], RESPONSES[:1])
-    finally:
-        del tiny.direction_tags
+    model = ReverseModel(tiny, "foba", forward_tag="fwd:", reverse_tag="rev:")
+    rev = make_scorer("trlm-foba", tiny, reverse_lm=model).score(QUERIES[:1], RESPONSES[:1])
+    fwd = make_scorer("trlm-foba", tiny, reverse_lm=model, direction="forward").score(QUERIES[:1], RESPONSES[:1])
+    assert not hasattr(tiny, "direction_tags")  # nothing is stored on the (shared) language model
     q, a = tiny.encode(QUERIES[0]), tiny.encode(RESPONSES[0])
     assert float(rev.total[0]) == pytest.approx(_sum(tiny, tiny.encode("rev:") + a[::-1], q[::-1]), abs=1e-4)
     assert float(fwd.total[0]) == pytest.approx(_sum(tiny, tiny.encode("fwd:") + q, a), abs=1e-4)
@@ -61,16 +60,12 @@ def test_scorer_directions_follow_the_templates(tiny):
 def test_scorer_errors(tiny):
     with pytest.raises(HindsightError, match="Unknown scorer"):
         make_scorer("best", tiny)
-    with pytest.raises(HindsightError, match="reverse-model"):
+    with pytest.raises(HindsightError, match="reverse_model"):
         make_scorer("trlm-ba", tiny)
     with pytest.raises(HindsightError, match="Unknown scoring task"):
         make_scorer("forward", tiny, task="poetry")
-    tiny.reverse_mode = "foba"
-    try:
-        with pytest.raises(HindsightError, match="trlm-foba"):
-            make_scorer("trlm-ba", tiny, reverse_lm=tiny)
-    finally:
-        del tiny.reverse_mode
+    with pytest.raises(HindsightError, match="trlm-foba"):
+        make_scorer("trlm-ba", tiny, reverse_lm=ReverseModel(tiny, "foba"))
     with pytest.raises(HindsightError):
         make_scorer("forward", tiny).score(["a"], ["b", "c"])
 

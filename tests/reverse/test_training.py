@@ -5,7 +5,9 @@ import torch
 
 from hindsight.errors import HindsightError
 from hindsight.lm.toy import tiny_model
-from hindsight.reverse.training import PackedData, ReverseTrainer, TrainConfig, load_reverse_model, read_units, unit_ids
+from hindsight.reverse.models import ReverseModel, load_reverse_model
+from hindsight.reverse.packing import PackedData, read_units, unit_ids
+from hindsight.reverse.training import ReverseTrainer, TrainConfig
 
 TEXTS = ["the cat sat on the mat.", "a dog ran in the park, and the dog sat.", "birds sing at dawn; cats sleep."] * 4
 PAIRS = [("what sat?", "the cat sat."), ("who ran?", "a dog ran.")]
@@ -70,8 +72,9 @@ def test_resume_reaches_the_same_state(tmp_path):
     # the final model is a loadable reverse model that knows its mode and tags
     meta = json.loads((tmp_path / "b" / "run" / "model" / "hindsight_reverse.json").read_text())
     assert meta["mode"] == "ba" and meta["step"] == 6
-    lm = load_reverse_model(tmp_path / "b" / "run")
-    assert lm.reverse_mode == "ba" and lm.direction_tags == ("f:", "r:")
+    rev = load_reverse_model(tmp_path / "b" / "run")
+    assert isinstance(rev, ReverseModel) and (rev.mode, rev.forward_tag, rev.reverse_tag) == ("ba", "f:", "r:")
+    assert rev.name == "run"  # the run's name, not its "model" folder
     assert len(list((tmp_path / "b" / "run" / "checkpoints").iterdir())) == 2  # keep=2
 
 
@@ -88,13 +91,14 @@ def test_pairs_and_bad_settings(tmp_path):
     # the FoBa scorer reads the tags the model was trained with, and refuses to be used as a Ba model
     from hindsight.reverse.scorers import make_scorer
 
-    lm = load_reverse_model(tmp_path / "run")
-    got = make_scorer("trlm-foba", lm, reverse_lm=lm).score(["what sat?"], ["the cat sat."])
+    rev = load_reverse_model(tmp_path / "run")
+    lm = rev.lm
+    got = make_scorer("trlm-foba", lm, reverse_lm=rev).score(["what sat?"], ["the cat sat."])
     q, a = lm.encode("what sat?"), lm.encode("the cat sat.")
     want = lm.score([lm.encode("r:") + a[::-1]], [q[::-1]])[0].double().sum()
     assert float(got.total[0]) == pytest.approx(float(want), abs=1e-4)
     with pytest.raises(HindsightError, match="foba"):
-        make_scorer("trlm-ba", lm, reverse_lm=lm)
+        make_scorer("trlm-ba", lm, reverse_lm=rev)
     with pytest.raises(HindsightError):
         _trainer(tmp_path / "x", mode="sideways")
     with pytest.raises(HindsightError):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.exact import optimal_twist, proposal_log_weights
+from hindsight.experiments.exact import optimal_twist, proposal_log_weights
 from hindsight.samplers.smc import bootstrap_smc, importance_sampling, run_smc, twisted_smc
 from hindsight.twists.base import TableTwist
 from tests.toy_task import T, one_thread, toy_task  # noqa: F401
@@ -73,7 +73,7 @@ def test_smc_histogram_matches_sigma(toy_task):
     res = run_smc(lm, prompt, pot, 20_000, T, twist=TableTwist(noisy, lm.vocab_size), seed=0, ess_threshold=1.0)
     m = int(res.ess[-1] / 20)
     assert m > 500
-    picks = res.draw(m, torch.Generator().manual_seed(1))
+    picks = torch.multinomial(res.weights, m, replacement=True, generator=torch.Generator().manual_seed(1)).tolist()
     index = {s: i for i, s in enumerate(tgt.seqs)}
     counts = torch.bincount(torch.tensor([index[tuple(res.sequences[i])] for i in picks]), minlength=len(tgt.seqs))
     expected = m * torch.exp(tgt.log_sigma)

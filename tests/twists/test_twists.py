@@ -1,12 +1,16 @@
 """Twist heads, CTL and FUDGE on the enumerable toy model (exact KL of the twisted proposal), checkpoints."""
 
+import functools
+
 import pytest
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.exact import exact_kls, exact_target, optimal_twist, proposal_log_weights
+from hindsight.experiments.exact import exact_kls, exact_target, optimal_twist, proposal_log_weights
 from hindsight.potentials.text import Regex
 from hindsight.samplers.smc import trace_drawer
+from hindsight.testing import TwistContract
+from hindsight.twists.base import TableTwist
 from hindsight.twists.checkpoint import load_twist, save_twist
 from hindsight.twists.heads import make_head
 from hindsight.twists.train import (Batch, History, TrainConfig, _exact_rows, _head_values, as_batch, ctl_loss,
@@ -103,20 +107,28 @@ def test_bad_twist_file_is_one_sentence(tmp_path):
         load_twist(tmp_path / "missing.pt")
 
 
-def test_heads_output_every_token_and_can_be_conditioned():
+def test_heads_output_every_token_and_score_chosen_tokens_alike():
     torch.manual_seed(0)
-    head = make_head("mlp", 8, 5, width=16, cond_size=3)
+    head = make_head("mlp", 8, 5, width=16)
     torch.nn.init.normal_(head.out.weight)
     h = torch.randn(4, 8)
-    full = head(h, torch.zeros(3))
+    full = head(h)
     assert full.shape == (4, 5)
     toks = torch.tensor([0, 3, 4, 1])
-    assert torch.allclose(head.log_psi_at(h, toks, torch.zeros(3)), full[torch.arange(4), toks], atol=1e-6)
-    assert not torch.allclose(head(h, torch.ones(3)), full)  # the extra input changes the twist
-    head.condition = torch.ones(3)  # the condition a sampler's log_psi(state) uses
-    assert torch.allclose(head(h), head(h, torch.ones(3)))
+    assert torch.allclose(head.log_psi_at(h, toks), full[torch.arange(4), toks], atol=1e-6)
+    assert "cond_size" not in head.config() and "condition" not in head.state_dict()
     bounded = make_head("linear", 8, 5, bounded=True)
     assert torch.all(bounded(h) <= 0)  # psi <= 1
+
+
+def test_twist_file_from_before_the_conditioning_vector_was_removed_still_loads(tmp_path):
+    head = make_head("linear", 8, 5)
+    torch.nn.init.normal_(head.out.weight)
+    blob = {"format": "hindsight-twist-1", "config": {**head.config(), "cond_size": 0},
+            "state_dict": {**head.state_dict(), "condition": torch.zeros(0)}, "meta": {}, "optimizer": None}
+    torch.save(blob, tmp_path / "old.pt")
+    loaded, _, _ = load_twist(tmp_path / "old.pt")
+    assert torch.equal(loaded.out.weight, head.out.weight)
 
 
 def test_replay_buffer_reuses_model_batches_only(toy_task):
@@ -282,3 +294,49 @@ def test_memory_head_learns_a_word_anywhere_target_a_memoryless_head_cannot(toy_
     # without memory: (0.43, 0.31); with it: (0.10, 0.08)
     assert kls[False][0] < 0.5 * before[0] and kls[False][1] < 0.5 * before[1], kls
     assert kls[True][0] < 0.4 * kls[False][0] and kls[True][1] < 0.4 * kls[False][1], kls
+
+
+# ---- the shipped twist contract (hindsight.testing) on every kind of twist -------------------------------------
+@functools.cache
+def _toy_lm():
+    from hindsight.lm.toy import toy_model
+
+    return toy_model()
+
+
+class _OnToy(TwistContract):
+    def model(self):
+        lm = _toy_lm()
+        return lm, lm.encode("ab")
+
+    def _trained_looking(self, kind, **kw):
+        lm = _toy_lm()
+        torch.manual_seed(0)
+        head = make_head(kind, lm.hidden_size, lm.vocab_size, **kw).attach(lm)
+        with torch.no_grad():
+            for p in head.parameters():
+                p.add_(0.3 * torch.randn_like(p))  # not the all-zero untrained head: rows must differ
+        return head.eval()
+
+
+class TestLinearTwistContract(_OnToy):
+    def make(self):
+        return self._trained_looking("linear")
+
+
+class TestBoundedMLPTwistContract(_OnToy):
+    def make(self):
+        return self._trained_looking("mlp", width=16, bounded=True)
+
+
+class TestTiedMemoryTwistContract(_OnToy):
+    def make(self):
+        return self._trained_looking("tied", rank=4, memory=True)
+
+
+class TestTableTwistContract(_OnToy):
+    def make(self):
+        lm = _toy_lm()
+        v = range(lm.vocab_size)  # the probe state has taken two tokens: keys are (s1, s2, next)
+        return TableTwist({(a, b, c): 0.1 * (a - b + c) for a in v for b in v for c in v},
+                          lm.vocab_size)

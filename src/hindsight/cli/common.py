@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from hindsight.api import InvalidRequest, Request, Runtime, run
 from hindsight.lm import DEFAULT_MODEL, LanguageModel, load_model
 
 out = Console()  # results
@@ -29,6 +30,36 @@ def get_model(name: str | None, device: str | None = None, quiet: bool = False) 
         return load_model(name, device=device)
     with err.status("Loading model...") as status:
         return load_model(name, device=device, progress=lambda msg: status.update(f"{msg}..."))
+
+
+def flag(param: str) -> str:
+    """The CLI flag of a request field: ``max_tokens`` -> ``--max-tokens``."""
+    return "--" + param.replace("_", "-")
+
+
+def runtime(device: str | None = None, quiet: bool = False) -> Runtime:
+    """The CLI's runtime: any model name or path, loaded with visible progress."""
+    return Runtime(device=device, allow_paths=True, loader=lambda name, dev: get_model(name, dev, quiet=quiet))
+
+
+@contextmanager
+def flag_errors():
+    """An invalid request field is reported under its CLI flag (``max_tokens`` -> ``--max-tokens``)."""
+    try:
+        yield
+    except InvalidRequest as e:
+        raise e.renamed(flag(e.param)) from None
+
+
+def execute(request: Request, device: str | None = None, rt: Runtime | None = None) -> dict[str, Any]:
+    """Run one request on the CLI's runtime (or ``rt``)."""
+    with flag_errors():
+        return run(request, rt or runtime(device))
+
+
+def num(x: float | None, spec: str = ".3f") -> str:
+    """A number for a table; ``None`` (a non-finite value in a result) prints as its JSON reason would."""
+    return "-" if x is None else format(x, spec)
 
 
 def print_json(obj: Any) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, get_model, out, print_json
-from hindsight.lm import check_sampling_args
+from hindsight.api import GenerateRequest
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, num, out,
+                                  print_json)
 from hindsight.lm.registry import cache_root, describe
 
 
@@ -45,28 +44,19 @@ def generate(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample completions from a model."""
-    check_sampling_args(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
-    lm = get_model(model, device)
-    t0 = time.perf_counter()
-    samples = lm.generate(prompt, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                          stop=stop, seed=seed, use_chat=not raw)
-    seconds = time.perf_counter() - t0
+    res = execute(GenerateRequest(prompt=prompt, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                  top_k=top_k, stop=stop, raw=raw, seed=seed, model=model), device)
     if json_out:
-        print_json({
-            "model": lm.name, "prompt": prompt, "seed": seed, "seconds": round(seconds, 3),
-            "settings": {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-                         "top_k": top_k, "stop": stop},
-            "samples": [s.as_dict() for s in samples],
-        })
+        print_json(res)
         return
-    table = Table(title=f"{lm.name}: {n} sample(s), {seconds:.1f}s")
+    table = Table(title=f"{res['model']}: {n} sample(s), {res['seconds']:.1f}s")
     table.add_column("#", justify="right")
     table.add_column("text")
     table.add_column("tokens", justify="right")
     table.add_column("log p", justify="right")
     table.add_column("end")
-    for i, s in enumerate(samples):
-        table.add_row(str(i), s.text, str(len(s.tokens)), f"{s.logprob:.2f}", s.finish_reason)
+    for i, s in enumerate(res["samples"]):
+        table.add_row(str(i), s["text"], str(len(s["tokens"])), num(s["logprob"], ".2f"), s["finish_reason"])
     out.print(table)
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out,
-                                  print_json, progress_bar)
-from hindsight.errors import HindsightError
-from hindsight.evaluation.results import atomic_write
+from hindsight.api import RainRequest
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute, flag_errors,
+                                  get_model, num, out, print_json, progress_bar, runtime)
+from hindsight.infra import atomic_write
 
-TASKS = ("harmless", "truthful")
 DATA_OPTION = typer.Option(None, "--data", help="Data folder (default: $HINDSIGHT_DATA or shared/data).")
 LIMIT_OPTION = typer.Option(20, "--limit", help="Number of items (RAIN is slow on CPU: keep this small).")
 EVALUATOR_OPTION = typer.Option(
@@ -47,42 +46,36 @@ def rain(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Answer with RAIN: search over token sets guided by an evaluator, rewinding before each commit."""
-    from hindsight.evaluation.rain_eval import make_rain_evaluator
-    from hindsight.samplers.rain import Rain, RainConfig
-
-    if task not in TASKS:
-        raise HindsightError(f"Unknown task {task!r}; choose harmless or truthful.")
-    _check_value_rule(value_rule)
-    cfg = RainConfig.for_task(task, max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
-                              value_threshold=value_threshold, seed=seed)
-    cfg.check()
-    lm = get_model(model, device)
-    ev = make_rain_evaluator(evaluator, lm, task, value_rule=value_rule)
+    req = RainRequest(prompt=prompt, task=task, max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
+                      value_threshold=value_threshold, evaluator=evaluator, value_rule=value_rule,
+                      tree=tree is not None, seed=seed, model=model)
+    rt = runtime(device)
+    with flag_errors():
+        req.validate()
+        rt.model(model)  # loaded (with its own progress) before the search's status line
     with err.status("Searching..."):
-        res = Rain(lm, ev, cfg).run(prompt)
+        res = execute(req, rt=rt)
     if tree:
-        atomic_write(tree, json.dumps(res.tree_json(), ensure_ascii=False, indent=1))
+        atomic_write(tree, json.dumps(res.pop("tree"), ensure_ascii=False, indent=1))
     if json_out:
-        d = res.as_dict()
-        print_json({"text": res.text, "iterations": res.iterations, "forward_passes": res.forward_passes,
-                    "seconds": round(res.seconds, 3), "value": res.value, "evaluator": ev.name,
-                    "steps": d["steps"], "tokens": res.tokens, "finish_reason": res.finish_reason})
+        print_json(res)
         return
-    table = Table(title=f"RAIN ({ev.name}): {res.iterations} iterations, {res.forward_passes} forward passes, "
-                        f"{res.seconds:.1f}s")
+    table = Table(title=f"RAIN ({res['evaluator']}): {res['iterations']} iterations, {res['forward_passes']} forward "
+                        f"passes, {res['seconds']:.1f}s")
     for col in ("commit", "text", "iterations", "visits", "value"):
         table.add_column(col)
-    for i, s in enumerate(res.steps):
-        table.add_row(str(i), repr(s["text"]), str(s["iterations"]), f"{s['visits']:g}", f"{s['value']:.3f}")
+    for i, s in enumerate(res["steps"]):
+        table.add_row(str(i), repr(s["text"]), str(s["iterations"]), num(s["visits"], "g"), num(s["value"]))
     out.print(table)
-    out.print(f"[bold]response[/bold] (value {res.value:.3f}): {res.text}")
+    out.print(f"[bold]response[/bold] (value {num(res['value'])}): {res['text']}")
 
 
 def _check_value_rule(rule: str) -> None:
+    from hindsight.api.checks import one_of
     from hindsight.potentials.self_eval import VALUE_RULES
 
-    if rule not in VALUE_RULES:
-        raise HindsightError(f"Unknown value rule {rule!r}; choose vote or soft.")
+    with flag_errors():
+        one_of("value_rule", rule, VALUE_RULES, "value rule")
 
 
 def _progress_info(state: dict, rec: dict) -> str:
@@ -93,19 +86,8 @@ def _progress_info(state: dict, rec: dict) -> str:
     return f"iters/item {state['iters'] / n:.1f}  s/item {state['secs'] / n:.1f}"
 
 
-def _run_with_bar(title: str, total: int, done: int, fn):
-    state = {"n": 0, "iters": 0, "secs": 0.0}
-    with progress_bar(title, total) as (prog, task):
-        prog.update(task, completed=done)
-
-        def on_item(rec: dict) -> None:
-            prog.update(task, advance=1, info=_progress_info(state, rec))
-
-        return fn(on_item)
-
-
 def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule="vote"):
-    from hindsight.evaluation.rain_eval import RunSettings
+    from hindsight.experiments.rain_eval import RunSettings
 
     _check_value_rule(value_rule)
     return RunSettings(max_tokens=max_tokens, max_iters=max_iters, min_visits=min_visits,
@@ -113,13 +95,20 @@ def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluato
                        value_rule=value_rule)
 
 
-def _resume_with_bar(name: str, out_path: Path, limit: int, settings, run) -> dict:
-    """Run an evaluation that resumes from ``out_path`` under a progress bar; the summary records the settings."""
-    from hindsight.evaluation.results import ResultFile
+def _run_with_bar(exp, out_path: Path) -> dict:
+    """The experiment on the shared runner, resuming from ``out_path`` under a progress bar; the summary
+    records the settings."""
+    from hindsight.experiments.runner import Loaders, run_experiment
+    from hindsight.records.results import ResultFile
 
-    done = len(ResultFile(out_path, "id"))
-    summary = _run_with_bar(name, limit, min(done, limit), run)
-    summary["settings"] = vars(settings)
+    state = {"n": 0, "iters": 0, "secs": 0.0}
+    with progress_bar(exp.name, len(exp.items())) as (prog, task):
+        def on_item(rec: dict | None) -> None:
+            prog.update(task, advance=1, **({} if rec is None else {"info": _progress_info(state, rec)}))
+
+        summary = run_experiment(exp, ResultFile(out_path, exp.key_field), on_item=on_item,
+                                 loaders=Loaders(model=get_model))
+    summary["settings"] = vars(exp.settings)
     return summary
 
 
@@ -140,13 +129,11 @@ def eval_rain_hh(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """HH harmless prompts: vanilla vs RAIN, same model and token budget, judged independently."""
-    from hindsight.evaluation.rain_eval import make_judges, run_rain_hh
+    from hindsight.experiments.rain_eval import RainHH
 
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
-    judges = make_judges(judge, data)
-    lm = get_model(model, device)
-    summary = _resume_with_bar("rain-hh", out_path, limit, settings, lambda cb: run_rain_hh(
-        lm, out_path, settings=settings, judges=judges, limit=limit, data=data, on_item=cb))
+    exp = RainHH(settings=settings, judges=judge, limit=limit, data=data, model=model, device=device)
+    summary = _run_with_bar(exp, out_path)
     if json_out:
         print_json(summary)
         return
@@ -178,12 +165,11 @@ def eval_rain_truthfulqa(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """TruthfulQA: MC1/MC2 by vanilla scoring; vanilla vs RAIN answers judged by similarity to the references."""
-    from hindsight.evaluation.rain_eval import run_rain_truthfulqa
+    from hindsight.experiments.rain_eval import RainTruthfulQA
 
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
-    lm = get_model(model, device)
-    summary = _resume_with_bar("rain-truthfulqa", out_path, limit, settings, lambda cb: run_rain_truthfulqa(
-        lm, out_path, settings=settings, limit=limit, data=data, generate=generate, on_item=cb))
+    exp = RainTruthfulQA(settings=settings, limit=limit, data=data, model=model, device=device, generate=generate)
+    summary = _run_with_bar(exp, out_path)
     if json_out:
         print_json(summary)
         return
@@ -204,7 +190,7 @@ def eval_rain_probe(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """How good is the self-evaluation? Chosen-vs-rejected accuracy and position bias on HH pairs."""
-    from hindsight.evaluation.rain_eval import probe_self_eval
+    from hindsight.experiments.rain_judges import probe_self_eval
 
     lm = get_model(model, device)
     with progress_bar("rain-probe", pairs) as (prog, task):

@@ -7,15 +7,18 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, get_model, out, print_json, progress_bar
+from hindsight.api import CiteRequest, DefendRequest
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, get_model, num, out,
+                                  print_json, progress_bar)
 from hindsight.errors import HindsightError
-from hindsight.evaluation.citation import citation_items, run_citation, summarize_citation
-from hindsight.evaluation.jailbreak import jailbreak_items, run_jailbreak, summarize_jailbreak
-from hindsight.evaluation.results import ResultFile
-from hindsight.lm import LanguageModel
-from hindsight.reverse.citation import SEARCHES, cite as cite_summary, split_sentences
-from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, defend as run_defence, make_filter
+from hindsight.experiments.citation import CitationEval
+from hindsight.experiments.jailbreak import JailbreakEval
+from hindsight.experiments.runner import Loaders, run_experiment
+from hindsight.records.results import ResultFile
+from hindsight.reverse.citation import SEARCHES
+from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, make_filter
 from hindsight.reverse.generation import make_reverse_generator
+from hindsight.reverse.models import ReverseModel, load_reverse_model
 from hindsight.reverse.scorers import SCORERS, make_scorer
 
 REVERSE_MODEL_OPTION = typer.Option(
@@ -24,8 +27,8 @@ REVERSE_MODEL_OPTION = typer.Option(
 DATA_OPTION = typer.Option(None, "--data", help="The data folder (default: shared/data or $HINDSIGHT_DATA).")
 
 
-def _reverse_lm(path: str | None, device: str | None) -> LanguageModel | None:
-    return get_model(path, device) if path else None
+def _reverse_lm(path: str | None, device: str | None) -> ReverseModel | None:
+    return load_reverse_model(path, device) if path else None
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -55,24 +58,18 @@ def cite(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Find the article sentence each summary sentence came from, by reverse scoring."""
-    _names(search, SEARCHES, "search")
-    text = _read(article, "article")
-    lm = get_model(model, device)
-    sc = make_scorer(scorer, lm, task="citation", reverse_lm=_reverse_lm(reverse_model, device))
-    results = cite_summary(sc, summary, text, search)
-    sentences = split_sentences(text)
+    res = execute(CiteRequest(summary=summary, article=_read(article, "article"), search=search, scorer=scorer,
+                              model=model, reverse_model=reverse_model), device)
     if json_out:
-        print_json({"model": lm.name, "scorer": scorer, "search": search, "article_sentences": len(sentences),
-                    "citations": [{"summary_sentence": s, "source_index": a.index,
-                                   "source_sentence": sentences[a.index], **a.as_dict()} for s, a in results]})
+        print_json(res)
         return
-    table = Table(title=f"{scorer} {search} search over {len(sentences)} article sentences")
+    table = Table(title=f"{scorer} {search} search over {res['article_sentences']} article sentences")
     table.add_column("summary sentence")
     table.add_column("#", justify="right")
     table.add_column("source sentence")
     table.add_column("pairs", justify="right")
-    for s, a in results:
-        table.add_row(s, str(a.index), sentences[a.index], str(a.pairs))
+    for c in res["citations"]:
+        table.add_row(c["summary_sentence"], str(c["source_index"]), c["source_sentence"], str(c["pairs"]))
     out.print(table)
 
 
@@ -92,32 +89,35 @@ def defend(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Input filter, then the same filter on queries reverse-generated from the response; block or pass."""
-    _names(filter_name, FILTERS, "filter")
-    lm = get_model(model, device)
-    filt = make_filter(filter_name, lm, filter_threshold)
-    gen = make_reverse_generator(lm, reverse_lm=_reverse_lm(reverse_model, device), **QUERY_SAMPLING)
-    respond = lambda p: lm.generate(p, n=1, max_tokens=max_tokens, temperature=0.0)[0].text  # noqa: E731
-    v = run_defence(prompt, filt, gen, respond=respond, response=response, n_queries=queries, threshold=threshold,
-                    seed=seed)
+    v = execute(DefendRequest(prompt=prompt, filter=filter_name, queries=queries, threshold=threshold,
+                              filter_threshold=filter_threshold, response=response, max_tokens=max_tokens,
+                              seed=seed, model=model, reverse_model=reverse_model), device)
     if json_out:
-        print_json({"model": lm.name, "filter": filter_name, "generator": gen.name, "threshold": threshold,
-                    **v.as_dict()})
+        print_json(v)
         return
-    out.print(f"[bold]{'BLOCKED' if v.blocked else 'ALLOWED'}[/bold] (stage: {v.stage}; {filter_name} score of the "
-              f"prompt {v.input_score:.3f}, threshold {filt.threshold})")
-    if v.response is not None:
-        out.print(f"response: {v.response!r}")
-        table = Table(title=f"{len(v.queries)} reverse queries ({gen.name}); flagged {v.flagged_fraction:.2f}, "
-                            f"block above {threshold}")
+    out.print(f"[bold]{'BLOCKED' if v['blocked'] else 'ALLOWED'}[/bold] (stage: {v['stage']}; {filter_name} score of "
+              f"the prompt {num(v['input_score'])}, threshold {v['filter_threshold']})")
+    if v["response"] is not None:
+        out.print(f"response: {v['response']!r}")
+        table = Table(title=f"{len(v['queries'])} reverse queries ({v['generator']}); flagged "
+                            f"{num(v['flagged_fraction'], '.2f')}, block above {threshold}")
         table.add_column("query")
         table.add_column("score", justify="right")
         table.add_column("flagged")
-        for q, s, f in zip(v.queries, v.query_scores, v.query_flags):
-            table.add_row(q, f"{s:.3f}", "yes" if f else "")
+        for q, s, f in zip(v["queries"], v["query_scores"], v["query_flags"]):
+            table.add_row(q, num(s), "yes" if f else "")
         out.print(table)
 
 
 # ---- eval citation ---------------------------------------------------------------------------------------------
+def _run(exp, out_file: str, info) -> dict:
+    """The experiment on the shared runner, resuming from ``out_file``, under a progress bar."""
+    results = ResultFile(out_file, key_field=exp.key_field)
+    with progress_bar(exp.name, len(exp.items())) as (prog, task):
+        return run_experiment(exp, results, loaders=Loaders(model=get_model),
+                              on_item=lambda rec: prog.update(task, advance=1, info=info(rec)[:80]))
+
+
 def _rate(k: int, n: int, lo: float, hi: float) -> str:
     return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]" if n else "-"
 
@@ -137,23 +137,15 @@ def eval_citation(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """CNN/DM: accuracy of finding each highlight's source sentence (gold = max lexical overlap)."""
-    scorer_names = _names(scorers, SCORERS, "scorer")
-    search_names = _names(searches, SEARCHES, "search")
-    items = [it for it in citation_items(data, limit, max_sentences, highlights) if it["overlap"] >= min_overlap]
-    results = ResultFile(out_file, key_field="key")
-    todo = sum(it["key"] not in results for it in items)
-    if todo:
-        lm = get_model(model, device)
-        rev = _reverse_lm(reverse_model, device)
-        scs = {n: make_scorer(n, lm, task="citation", reverse_lm=rev) for n in scorer_names}
-        with progress_bar("citation", len(items)) as (prog, task):
-            def tick(rec):
-                info = "" if rec is None else " ".join(
-                    f"{c}:{'✓' if r['correct'] else '✗'}" for c, r in rec["results"].items())
-                prog.update(task, advance=1, info=info[:80])
-            run_citation(items, lm, scs, search_names, results, on_item=tick)
-    keys = {it["key"] for it in items}
-    summary = summarize_citation([results.records[k] for k in keys if k in results], min_overlap)
+    exp = CitationEval(data=data, limit=limit, max_sentences=max_sentences, highlights=highlights,
+                       min_overlap=min_overlap, scorers=_names(scorers, SCORERS, "scorer"),
+                       searches=_names(searches, SEARCHES, "search"), model=model, reverse_model=reverse_model,
+                       device=device)
+
+    def info(rec) -> str:
+        return "" if rec is None else " ".join(f"{c}:{'✓' if r['correct'] else '✗'}" for c, r in rec["results"].items())
+
+    summary = _run(exp, out_file, info)
     summary.update(out=out_file, limit=limit, max_sentences=max_sentences, highlights=highlights)
     if json_out:
         print_json(summary)
@@ -191,20 +183,12 @@ def eval_jailbreak(
     filter_names = _names(filters, FILTERS, "filter")
     if not 0 <= threshold < 1:
         raise HindsightError(f"--threshold must be in [0, 1) (got {threshold}).")
-    items = list(jailbreak_items(data, limit, attack))
-    if not any(it["split"] == "attack" for it in items) and limit != 0:
+    exp = JailbreakEval(data=data, limit=limit, attack=attack, filters=filter_names, queries=queries,
+                        threshold=threshold, max_response_tokens=max_response_tokens, seed=seed, model=model,
+                        reverse_model=reverse_model, device=device)
+    if not any(it["split"] == "attack" for it in exp.items()) and limit != 0:
         raise HindsightError(f"No successful {attack} attacks in the artifacts; try --attack any.")
-    results = ResultFile(out_file, key_field="key")
-    if any(it["key"] not in results for it in items):
-        lm = get_model(model, device)
-        gen = make_reverse_generator(lm, reverse_lm=_reverse_lm(reverse_model, device), **QUERY_SAMPLING)
-        filts = [make_filter(n, lm) for n in filter_names]
-        with progress_bar("jailbreak", len(items)) as (prog, task):
-            def tick(rec):
-                prog.update(task, advance=1, info="" if rec is None else rec["key"])
-            run_jailbreak(items, lm, gen, filts, results, n_queries=queries,
-                          max_response_tokens=max_response_tokens, seed=seed, on_item=tick)
-    summary = summarize_jailbreak([results.records[it["key"]] for it in items if it["key"] in results], threshold)
+    summary = _run(exp, out_file, lambda rec: "" if rec is None else rec["key"])
     summary.update(out=out_file, queries=queries, attack=attack)
     if json_out:
         print_json(summary)

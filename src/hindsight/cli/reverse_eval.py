@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, err, out, print_json, progress_bar
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, err, flag_errors, out, print_json,
+                                  progress_bar)
 from hindsight.cli.scoring import REVERSE_MODEL_OPTION, build_scorer
 from hindsight.errors import HindsightError
 
@@ -37,22 +38,16 @@ def preferences(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """How often each scorer prefers the output GPT-4 preferred (AlpacaEval 1 pairs), beside baselines."""
-    from hindsight.evaluation.data import dataset_file, read_jsonl
-    from hindsight.evaluation.results import ResultFile
-    from hindsight.reverse.evals import PREFERENCE_FILE, run_preferences, summarise_preferences
+    from hindsight.experiments.trlm import PREFERENCE_FILE, PreferenceEval
+    from hindsight.records.data import dataset_file
 
-    names = _check_names(scorers, reverse_model)
+    exp = PreferenceEval(scorers=_check_names(scorers, reverse_model), data=data, limit=limit, model=model,
+                         reverse_model=reverse_model, device=device)
     path = dataset_file(*PREFERENCE_FILE, data)
-    records = list(read_jsonl(path, limit))
-    sc = _load_scorers(names, model, reverse_model, device, "answer")
-    rf = ResultFile(out_file, "id")
-    with progress_bar("preferences", len(records)) as (prog, task):
-        run_preferences(records, sc, rf, on_item=lambda: prog.advance(task))
-    ids = {str(r["id"]) for r in records}
-    results = [r for k, r in rf.records.items() if k in ids]
-    rows = summarise_preferences(results, list(sc))
-    _table(f"AlpacaEval pairwise preference agreement ({len(results)} pairs, draws excluded)", rows, json_out,
-           {"data": str(path), "out": out_file, "model": next(iter(sc.values())).lm.name})
+    exp.prepare(_loaders())
+    rows, n = _run(exp, out_file)
+    _table(f"AlpacaEval pairwise preference agreement ({n} pairs, draws excluded)", rows, json_out,
+           {"data": str(path), "out": out_file, "model": next(iter(exp.parts["scorers"].values())).lm.name})
 
 
 def retrieval(
@@ -68,46 +63,49 @@ def retrieval(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """SciFact: BM25 alone vs reranking its top K by each scorer (NDCG@10, MRR@10, Recall@K)."""
-    from hindsight.evaluation.data import dataset_file, read_jsonl
-    from hindsight.evaluation.results import ResultFile
-    from hindsight.reverse.evals import SCIFACT, run_retrieval, summarise_retrieval
-    from hindsight.reverse.retrieval import BM25Index, read_corpus
+    from hindsight.experiments.trlm import RetrievalEval
 
     if top_k < 1:
         raise HindsightError(f"--top-k must be at least 1 (got {top_k}).")
-    names = _check_names(scorers, reverse_model, allow_none=True)
-    claims_path = dataset_file(SCIFACT, "claims.jsonl", data)
-    claims = list(read_jsonl(claims_path, limit))
-    sc = _load_scorers(names, model, reverse_model, device, "retrieval")
-    with err.status("Indexing the SciFact corpus with BM25..."):
-        index = BM25Index(read_corpus(claims_path.parent / "corpus.jsonl"))
-    rf = ResultFile(out_file, "id")
-    with progress_bar("retrieval", len(claims)) as (prog, task):
-        run_retrieval(claims, index, sc, rf, top_k=top_k, max_words=max_words, on_item=lambda: prog.advance(task))
-    ids = {str(c["id"]) for c in claims}
-    results = [r for k, r in rf.records.items() if k in ids and r.get("top_k") == top_k]
-    rows = summarise_retrieval(results, list(sc), recall_at=sorted({5, 10, top_k}))
-    _table(f"SciFact retrieval: BM25 top {top_k} reranked ({len(results)} claims)", rows, json_out,
+    exp = RetrievalEval(scorers=_check_names(scorers, reverse_model, allow_none=True), data=data, limit=limit,
+                        top_k=top_k, max_words=max_words, model=model, reverse_model=reverse_model, device=device)
+    claims_path = exp.claims_path()
+    with err.status("Loading the scorers and indexing the SciFact corpus with BM25..."):
+        exp.prepare(_loaders())
+    rows, n = _run(exp, out_file, lambda rec: rec.get("top_k") == top_k)
+    _table(f"SciFact retrieval: BM25 top {top_k} reranked ({n} claims)", rows, json_out,
            {"data": str(claims_path.parent), "out": out_file, "top_k": top_k})
+
+
+def _run(exp, out_file: str, counts=lambda rec: True) -> tuple[list, int]:
+    """The experiment on the shared runner under a progress bar: its rows and how many records they cover."""
+    from hindsight.experiments.runner import run_experiment
+    from hindsight.records.results import ResultFile
+
+    rf = ResultFile(out_file, exp.key_field)
+    items = exp.items()
+    with progress_bar(exp.name, len(items)) as (prog, task):
+        rows = run_experiment(exp, rf, on_item=lambda rec: prog.advance(task))
+    return rows, sum(counts(rec) for rec in rf.select(it["id"] for it in items))
 
 
 def _check_names(spec: str, reverse_model, allow_none: bool = False) -> list[str]:
     """Every scorer name checked before data or models are touched."""
-    from hindsight.reverse.scorers import SCORERS
+    from hindsight.api.checks import scorer_list
 
     names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names and not allow_none:
-        raise HindsightError("--scorers is empty.")
-    bad = [n for n in names if n.partition("@")[0] not in SCORERS]
-    if bad:
-        raise HindsightError(f"Unknown scorer {bad[0]!r}; choose from {', '.join(SCORERS)}.")
-    if reverse_model is None and any(n.partition("@")[0] in ("trlm-ba", "trlm-foba") for n in names):
-        raise HindsightError("Scorers trlm-ba / trlm-foba need a reverse-trained model: pass --reverse-model PATH.")
+    with flag_errors():
+        scorer_list(names, reverse_model, allow_empty=allow_none)
     return names
 
 
-def _load_scorers(names: list[str], model, reverse_model, device, task: str) -> dict:
-    return {name: build_scorer(name, model, reverse_model, device, task, quiet=True) for name in names}
+def _loaders():
+    """Scorers loaded the way ``hindsight score`` loads them (quietly: the progress bar follows)."""
+    from functools import partial
+
+    from hindsight.experiments.runner import Loaders
+
+    return Loaders(scorer=partial(build_scorer, quiet=True))
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out, print_json
-from hindsight.errors import HindsightError
+from hindsight.api import InvalidRequest, RerankRequest, RetrieveRequest, ScoreRequest
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, flag, num, out,
+                                  print_json, runtime)
 from hindsight.reverse.scorers import SCORERS, PairScorer
 
 SCORER_HELP = f"One of {', '.join(SCORERS)} (trlm-fo@VARIANT for another prompt wording)."
@@ -21,19 +19,10 @@ MEAN_OPTION = typer.Option(False, "--mean", help="Rank by per-token mean log-lik
 def build_scorer(name: str, model: str | None, reverse_model: str | None, device: str | None, task: str,
                  quiet: bool = False) -> PairScorer:
     """Check the names first (one-line errors before any loading), then load what the scorer needs."""
-    from hindsight.reverse.scorers import make_scorer
-    from hindsight.reverse.training import load_reverse_model, resolve_reverse_dir
-
-    if name.partition("@")[0] not in SCORERS:
-        raise HindsightError(f"Unknown scorer {name!r}; choose one of {', '.join(SCORERS)}.")
-    rev = None
-    if name.partition("@")[0] in ("trlm-ba", "trlm-foba"):
-        if reverse_model is None:
-            raise HindsightError(f"Scorer {name} needs a reverse-trained model: pass --reverse-model PATH.")
-        resolve_reverse_dir(reverse_model)
-        rev = load_reverse_model(reverse_model, device=device)
-    lm = rev if rev is not None else get_model(model, device, quiet=quiet)
-    return make_scorer(name, lm, task=task, reverse_lm=rev)
+    try:
+        return runtime(device, quiet=quiet).scorer(name, task, model, reverse_model)
+    except InvalidRequest as e:
+        raise e.renamed(flag(e.param)) from None
 
 
 def score(
@@ -47,17 +36,15 @@ def score(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Score one (query, response) pair: total and per-token mean log-likelihood of the scored side."""
-    sc = build_scorer(scorer, model, reverse_model, device, task)
-    s = sc.score([query], [response])
-    rec = {"scorer": scorer, "task": task, "model": sc.lm.name, "total": float(s.total[0]),
-           "tokens": int(s.tokens[0]), "mean": float(s.mean[0])}
+    rec = execute(ScoreRequest(query=query, response=response, scorer=scorer, task=task, model=model,
+                               reverse_model=reverse_model), device)
     if json_out:
         print_json(rec)
         return
-    table = Table(title=f"{scorer} ({sc.lm.name}, {task} prompts)")
+    table = Table(title=f"{scorer} ({rec['model']}, {task} prompts)")
     for col in ("log-likelihood (sum)", "tokens", "per-token mean"):
         table.add_column(col, justify="right")
-    table.add_row(f"{rec['total']:.3f}", str(rec["tokens"]), f"{rec['mean']:.4f}")
+    table.add_row(num(rec["total"]), str(rec["tokens"]), num(rec["mean"], ".4f"))
     out.print(table)
 
 
@@ -75,24 +62,16 @@ def rerank(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Best-of-N: sample N responses and keep the one the scorer likes best."""
-    from hindsight.lm import check_sampling_args
-    from hindsight.reverse.rerank import best_of_n
-
-    check_sampling_args(n=n, max_tokens=max_tokens, temperature=temperature)
-    sc = build_scorer(scorer, model, reverse_model, device, "answer")
-    lm = get_model(model, device)
-    t0 = time.perf_counter()
-    res = best_of_n(lm, prompt, sc, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
-                    normalise=mean)
+    res = execute(RerankRequest(prompt=prompt, n=n, scorer=scorer, temperature=temperature, max_tokens=max_tokens,
+                                mean=mean, seed=seed, model=model, reverse_model=reverse_model), device)
     if json_out:
-        print_json({"prompt": prompt, "scorer": scorer, "mean": mean, "seed": seed,
-                    "seconds": round(time.perf_counter() - t0, 3), **res.as_dict()})
+        print_json(res)
         return
     table = Table(title=f"best of {n} by {scorer}{' (mean)' if mean else ''}")
     for col in ("#", "score", "text"):
         table.add_column(col)
-    for i, c in sorted(enumerate(res.candidates), key=lambda ic: -ic[1]["score"]):
-        table.add_row(("* " if i == res.index else "") + str(i), f"{c['score']:.2f}", c["text"])
+    for i, c in sorted(enumerate(res["candidates"]), key=lambda ic: -(ic[1]["score"] or -float("inf"))):
+        table.add_row(("* " if i == res["index"] else "") + str(i), num(c["score"], ".2f"), c["text"])
     out.print(table)
 
 
@@ -109,24 +88,18 @@ def retrieve(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """BM25 retrieval over a corpus file, reranked by a scorer."""
-    from hindsight.reverse.retrieval import BM25Index, read_corpus
-    from hindsight.reverse.retrieval import retrieve as run_retrieve
-
-    if not Path(corpus).expanduser().is_file():
-        raise HindsightError(f"The corpus file {corpus} does not exist.")
-    sc = build_scorer(scorer, model, reverse_model, device, "retrieval") if scorer else None
-    with err.status("Indexing the corpus with BM25..."):
-        index = BM25Index(read_corpus(corpus))
-    hits = run_retrieve(query, index, top_k=top_k, scorer=sc, normalise=mean, max_words=max_words)
+    res = execute(RetrieveRequest(query=query, corpus=corpus, top_k=top_k, scorer=scorer, mean=mean,
+                                  max_words=max_words, model=model, reverse_model=reverse_model), device)
     if json_out:
-        print_json({"query": query, "scorer": scorer or "bm25", "hits": hits})
+        print_json(res)
         return
+    hits = res["hits"]
     table = Table(title=f"top {len(hits)} for {query!r} ({scorer or 'BM25'})")
     for col in ("rank", "id", "bm25", "score", "passage"):
         table.add_column(col)
     for h in hits:
         text = h["text"] if len(h["text"]) <= 100 else h["text"][:97] + "..."
-        table.add_row(str(h["rank"]), h["id"], f"{h['bm25']:.2f}", f"{h['score']:.2f}", text)
+        table.add_row(str(h["rank"]), h["id"], num(h["bm25"], ".2f"), num(h["score"], ".2f"), text)
     out.print(table)
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, get_model, out,
-                                  print_json, progress_bar)
+from hindsight.api import SMCRequest
+from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute, get_model,
+                                  num, out, print_json, progress_bar)
 from hindsight.errors import HindsightError
-from hindsight.evaluation.results import ResultFile
+from hindsight.records.results import ResultFile
 
 twist_app = typer.Typer(help="Learned twists for twisted SMC.", no_args_is_help=True)
 
@@ -58,26 +59,36 @@ def smc(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample from p(x | prompt) * phi(x) with (twisted) sequential Monte Carlo."""
-    from hindsight.samplers.smc import run_smc
-
-    lm, ids, pot = _setup(model, device, prompt, raw, potential)
-    head = _load_twist(twist, lm)
-    res = run_smc(lm, ids, pot, particles, max_tokens, twist=head, resample=resample, ess_threshold=ess_threshold,
-                  seed=seed, min_tokens=min_tokens)
+    res = execute(SMCRequest(prompt=prompt, potential=potential, particles=particles, max_tokens=max_tokens,
+                             twist=str(twist) if twist else None, resample=resample, ess_threshold=ess_threshold,
+                             min_tokens=min_tokens, raw=raw, seed=seed, model=model), device)
     if json_out:
-        print_json({"model": lm.name, "prompt": prompt, "potential": pot.name, "twist": str(twist) if twist else None,
-                    "seed": seed, "particles": particles, "max_tokens": max_tokens, **res.as_dict()})
+        print_json(res)
         return
-    sampler = "twisted" if head is not None else "bootstrap"
-    table = Table(title=f"{sampler} SMC, {particles} particles, {pot.name}: log Z-hat = {res.log_z:.3f}, "
-                        f"{res.seconds:.1f}s, resampled {sum(res.resampled)}x")
+    table = Table(title=f"{res['sampler']} SMC, {particles} particles, {res['potential']}: "
+                        f"log Z-hat = {num(res['log_z'])}, {res['seconds']:.1f}s, resampled {res['resampled']}x")
     for col, just in (("#", "right"), ("weight", "right"), ("log phi", "right"), ("text", "left")):
         table.add_column(col, justify=just)
-    order = sorted(range(particles), key=lambda i: -float(res.weights[i]))
-    for i in order:
-        table.add_row(str(i), f"{float(res.weights[i]):.3f}", f"{float(res.log_phi[i]):.2f}", res.texts[i])
+    samples = res["samples"]
+    for i in sorted(range(len(samples)), key=lambda i: -(samples[i]["weight"] or 0.0)):
+        table.add_row(str(i), num(samples[i]["weight"]), num(samples[i]["log_phi"], ".2f"), samples[i]["text"])
     out.print(table)
-    out.print(f"ESS per step: {' '.join(f'{e:.1f}' for e in res.ess)}")
+    out.print(f"ESS per step: {' '.join(f'{e:.1f}' for e in res['ess'])}")
+
+
+def _resume(out_path: Path, lm, meta: dict):
+    """(head, optimizer state, history) of a twist file trained for the same model, prompt and potential."""
+    from hindsight.twists.checkpoint import load_twist
+    from hindsight.twists.train import History
+
+    head, old, opt_state = load_twist(out_path, device=lm.device, lm=lm)
+    for key in ("model", "prompt", "potential"):
+        if old.get(key) != meta[key]:
+            raise HindsightError(f"{out_path} was trained with {key} {old.get(key)!r}, not {meta[key]!r}; "
+                                 "use --fresh to overwrite it.")
+    history = History(**old["history"])
+    err.print(f"resuming {out_path} from step {history.steps[-1] if history.steps else 0}")
+    return head, opt_state, history
 
 
 def train(
@@ -117,7 +128,7 @@ def train(
 ) -> None:
     """Train a twist head on the frozen model (saved after every batch; rerun to resume)."""
     from hindsight.samplers.smc import trace_drawer
-    from hindsight.twists.checkpoint import load_twist, save_twist
+    from hindsight.twists.checkpoint import save_twist
     from hindsight.twists.heads import make_head
     from hindsight.twists.train import History, TrainConfig, plot_history, train_twist
 
@@ -128,21 +139,14 @@ def train(
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     meta = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": potential, "config": cfg.__dict__,
             "seed": seed}
-    opt_state, history = None, History()
     if out_path.exists() and not fresh:
-        head, old, opt_state = load_twist(out_path, device=lm.device, lm=lm)
-        for key in ("model", "prompt", "potential"):
-            if old.get(key) != meta[key]:
-                raise HindsightError(f"{out_path} was trained with {key} {old.get(key)!r}, not {meta[key]!r}; "
-                                     "use --fresh to overwrite it.")
-        history = History(**old["history"])
-        err.print(f"resuming {out_path} from step {history.steps[-1] if history.steps else 0}")
+        head, opt_state, history = _resume(out_path, lm, meta)
     else:
         if memory and head_kind != "tied":
             raise HindsightError("--memory needs --head tied.")
         extra = {"rank": rank, "memory": memory} if head_kind == "tied" else {}
         head = make_head(head_kind, lm.hidden_size, lm.vocab_size, bounded=method == "fudge", **extra)
-        head = head.to(lm.device).attach(lm)
+        head, opt_state, history = head.to(lm.device).attach(lm), None, History()
     plot_path = plot or out_path.with_suffix(".png")
 
     def save(step, opt, hist):
@@ -196,8 +200,8 @@ def bounds(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Lower/upper bounds on log Z and KL estimates for each sampler (exact samples by rejection sampling)."""
-    from hindsight.evaluation.bounds import bounds as run_bounds
-    from hindsight.evaluation.bounds import plot_bounds
+    from hindsight.experiments.bounds import bounds as run_bounds
+    from hindsight.experiments.bounds import plot_bounds
 
     counts = _int_list(particles, "--particles")
     names = [s.strip() for s in samplers.split(",") if s.strip()]

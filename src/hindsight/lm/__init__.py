@@ -19,7 +19,7 @@ __all__ = [
     "load_model",
 ]
 
-_loaded: dict[tuple[str, str | None], LanguageModel] = {}
+_loaded: dict[tuple[str, str | None, str | None], LanguageModel] = {}
 
 
 def load_model(
@@ -28,21 +28,23 @@ def load_model(
     device: str | None = None,
     progress: Progress | None = None,
     reuse: bool = True,
+    name: str | None = None,
 ) -> LanguageModel:
     """A known model name (default ``smollm2-135m``) or a local transformers checkpoint directory.
 
     Known models are obtained and converted on first use (``progress`` hears what is happening); the same
-    model asked for twice in one process is loaded once unless ``reuse=False``.
+    model asked for twice in one process is loaded once unless ``reuse=False``. ``name`` overrides the name
+    the model reports (e.g. a training run's name for its ``model`` directory).
     """
-    key = (str(name_or_path or DEFAULT_MODEL), device)
+    key = (str(name_or_path or DEFAULT_MODEL), device, name)
     if reuse and key in _loaded:
         return _loaded[key]
-    name, path = resolve(name_or_path, progress)
+    known, path = resolve(name_or_path, progress)
     if progress:
-        progress(f"Loading {name}")
+        progress(f"Loading {known}")
     from hindsight.lm.hf import load_checkpoint
 
-    lm = load_checkpoint(path, name=name, device=device)
+    lm = load_checkpoint(path, name=name or known, device=device)
     if reuse:
         _loaded[key] = lm
     return lm

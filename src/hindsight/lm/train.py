@@ -5,16 +5,15 @@ loss, save a checkpoint directory. Training loops live above (``hindsight.revers
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-from transformers.utils import logging as hf_logging
 
 from hindsight.errors import HindsightError
-from hindsight.lm.hf import HFLanguageModel
+from hindsight.infra import replace_dir, temp_path
+from hindsight.lm.hf import HFLanguageModel, quiet_offline_transformers
 
 # Model sizes for training from scratch (Llama blocks; the vocabulary comes from the tokenizer used).
 SIZES: dict[str, dict[str, int]] = {
@@ -65,24 +64,14 @@ def causal_lm_loss(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor
 def save_model(model: torch.nn.Module, tokenizer, out_dir: str | Path) -> None:
     """Save model + tokenizer so that readers see a whole directory or none (write aside, then rename)."""
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    tmp = temp_path(out_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    hf_logging.disable_progress_bar()  # a checkpoint every K steps: its bars would drown the training bar
+    quiet_offline_transformers()  # a checkpoint every K steps: its bars would drown the training bar
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     replace_dir(tmp, out_dir)
-
-
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Move a finished directory into place; an older version is renamed away first, then deleted."""
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def as_language_model(model: torch.nn.Module, tokenizer, name: str = "training") -> HFLanguageModel:

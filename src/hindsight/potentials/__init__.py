@@ -1,7 +1,8 @@
 """Potentials: what to aim for. Each gives batched ``log phi(x)`` for completions ``x``.
 
 See :mod:`hindsight.potentials.base` for the interface; every built-in potential passes the shared contract
-test in ``tests/potentials/contract.py``. :func:`parse_potential` turns a CLI spec into a potential.
+in :mod:`hindsight.testing` (a user's own potential can use it too). :func:`parse_potential` turns a spec into a
+potential.
 """
 
 from hindsight.potentials.base import Potential, Product, Tempered

@@ -3,12 +3,11 @@
 Trained on Anthropic HH-RLHF harmless-base pairs (the chosen reply = 1, the rejected reply = 0). It is cheap
 (one embedding per reply) and, unlike the model's self-evaluation, independent of the model being steered, so
 it serves both as a stronger value for RAIN and (trained on other rows) as a judge. ``phi = P(harmless | reply)``.
-Fitted models are cached outside the repository (``~/.cache/hindsight/judges``).
+Fitted models are cached outside the repository (``judges/`` under :func:`hindsight.infra.cache_root`).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,12 +16,12 @@ from typing import Any
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.infra import atomic_write, cache_root
 from hindsight.potentials.base import Potential
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("HINDSIGHT_CACHE") or Path.home() / ".cache" / "hindsight"
-    return Path(root) / "judges"
+    return cache_root() / "judges"
 
 
 def classifier_path(part: str) -> Path:
@@ -87,10 +86,5 @@ class HarmlessClassifier(Potential):
 
 def save_classifier(clf: HarmlessClassifier, path: str | Path) -> None:
     """Pickle the fitted model and its metadata (atomic replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        pickle.dump({"model": clf.model, "meta": clf.meta}, f)
-    os.replace(tmp, path)
+    atomic_write(path, pickle.dumps({"model": clf.model, "meta": clf.meta}))
 

@@ -84,22 +84,43 @@ def _number(text: str, what: str) -> float:
 _LITERAL = ("regex:", "infill:")  # kinds whose argument is taken verbatim (may contain * or ^)
 
 
-def parse_potential(spec: str, **context: object) -> Potential:
-    """Build a potential from its spec. ``context`` (e.g. ``lm=``, ``prompt_ids=``) reaches LM-based builders."""
+def _split(spec: str) -> tuple[str, object]:
+    """One level of the grammar: ("product", parts) | ("tempered", (inner, exponent)) | (kind, argument)."""
     spec = spec.strip()
     if not spec:
         raise HindsightError("The potential spec is empty.")
     if "*" in spec and not spec.startswith(_LITERAL):
-        from hindsight.potentials.base import Product
-
-        return Product([parse_potential(part, **context) for part in spec.split("*")])
+        return "product", spec.split("*")
     m = re.fullmatch(r"(.+)\^([0-9.eE+-]+)", spec)
     if m and not spec.startswith(_LITERAL):
-        return Tempered(parse_potential(m.group(1), **context), _number(m.group(2), "tempering exponent"))
+        return "tempered", (m.group(1), _number(m.group(2), "tempering exponent"))
     head = re.match(r"[a-z_-]+", spec)
     name = head.group(0) if head else ""
     arg = spec[len(name):]
     arg = arg[1:] if arg.startswith(":") else arg
     if name not in BUILDERS:
         raise HindsightError(f"Unknown potential {spec!r}; known kinds: {', '.join(sorted(BUILDERS))}.")
-    return BUILDERS[name](arg, **context)
+    return name, arg
+
+
+def check_spec(spec: str) -> None:
+    """Check a spec's grammar and kinds without building anything (no classifier or model is loaded)."""
+    kind, arg = _split(spec)
+    if kind == "product":
+        for part in arg:  # type: ignore[union-attr]
+            check_spec(part)
+    elif kind == "tempered":
+        check_spec(arg[0])  # type: ignore[index]
+
+
+def parse_potential(spec: str, **context: object) -> Potential:
+    """Build a potential from its spec. ``context`` (e.g. ``lm=``, ``prompt_ids=``) reaches LM-based builders."""
+    kind, arg = _split(spec)
+    if kind == "product":
+        from hindsight.potentials.base import Product
+
+        return Product([parse_potential(part, **context) for part in arg])  # type: ignore[union-attr]
+    if kind == "tempered":
+        inner, exponent = arg  # type: ignore[misc]
+        return Tempered(parse_potential(inner, **context), exponent)
+    return BUILDERS[kind](arg, **context)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from hindsight.errors import HindsightError
 from hindsight.lm import LanguageModel, check_sampling_args
+from hindsight.reverse.models import ReverseModel, as_reverse_model
 from hindsight.reverse.scorers import PROMPTS, Template
 
 # The Fo generation prompt: the same wording as the best-of-N TRLM-Fo scorer, so generation and scoring agree.
@@ -109,15 +110,16 @@ class ReverseGenerator:
 def make_reverse_generator(
     lm: LanguageModel,
     *,
-    reverse_lm: LanguageModel | None = None,
+    reverse_lm: ReverseModel | LanguageModel | None = None,
     chat: bool = False,
     template: Template | None = None,
     **settings,
 ) -> ReverseGenerator:
     """TRLM-Ba generation when a reverse-trained model is given, TRLM-Fo with ``lm`` otherwise."""
-    if reverse_lm is not None:
+    rev = as_reverse_model(reverse_lm)
+    if rev is not None:
         tpl = template or BA_TEMPLATE
         if not tpl.reverse_tokens:
             raise HindsightError("A reverse-trained model needs a template with reverse_tokens=True.")
-        return ReverseGenerator(reverse_lm, tpl, **settings)
+        return ReverseGenerator(rev.lm, tpl, **settings)
     return ReverseGenerator(lm, template or (FO_CHAT_TEMPLATE if chat else FO_TEMPLATE), **settings)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.data import read_jsonl
+from hindsight.records.data import read_jsonl
 from hindsight.reverse.scorers import PairScorer
 
 

@@ -8,8 +8,8 @@ Every scorer is the log-likelihood of a *target* text given a *context* text und
 - ``trlm-fo``   a forward model prompted in reverse, ``log P(SP + Q | A + CP)``;
 - ``trlm-ba``   a reversed-token-order model, ``log P(rev(SP + Q) | rev(A + CP))``, ``rev`` reversing token ids;
 - ``trlm-foba`` a model trained on both directions behind a direction tag (``<fwd>``/``<rev>`` by default, read
-  from the model's ``direction_tags``): ``log P(rev(Q) | <rev> rev(A))`` by default, or forwards with
-  ``direction="forward"``: ``log P(A | <fwd> Q)``.
+  from the :class:`~hindsight.reverse.models.ReverseModel`): ``log P(rev(Q) | <rev> rev(A))`` by default, or
+  forwards with ``direction="forward"``: ``log P(A | <fwd> Q)``.
 
 Prompts (SP, CP) differ per application (best-of-N, retrieval, citation), so they live in ``PROMPTS``.
 """
@@ -23,6 +23,7 @@ import torch
 
 from hindsight.errors import HindsightError
 from hindsight.lm import LanguageModel
+from hindsight.reverse.models import ReverseModel, as_reverse_model
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,6 @@ PROMPT_VARIANTS: dict[str, dict[str, dict[str, Template]]] = {
     }},
 }
 SCORERS = ("self", "forward", "trlm-fo", "trlm-ba", "trlm-foba")
-FORWARD_TAG, REVERSE_TAG = "<fwd>", "<rev>"  # direction tags of FoBa models (see reverse.training)
 
 
 @dataclass
@@ -153,11 +153,12 @@ def make_scorer(
     lm: LanguageModel,
     *,
     task: str = "answer",
-    reverse_lm: LanguageModel | None = None,
+    reverse_lm: ReverseModel | LanguageModel | None = None,
     template: Template | None = None,
     direction: str = "reverse",
 ) -> PairScorer:
-    """A scorer by name. ``trlm-ba``/``trlm-foba`` need ``reverse_lm``, a model trained on reversed tokens.
+    """A scorer by name. ``trlm-ba``/``trlm-foba`` need ``reverse_lm``, a model trained on reversed tokens
+    (a :class:`ReverseModel` from ``load_reverse_model``; a plain language model is taken as one of unknown mode).
 
     ``direction`` only matters for ``trlm-foba``: "reverse" (the default) scores the query given the response,
     "forward" uses the same model as a forward scorer of the response given the query.
@@ -177,20 +178,18 @@ def make_scorer(
                                  f"known: {', '.join(options) or 'none'}.")
         tpl = options[variant]
     model = lm
+    rev = as_reverse_model(reverse_lm)
     if name in ("trlm-ba", "trlm-foba"):
-        if reverse_lm is None:
-            raise HindsightError(f"Scorer {name} needs a reverse-trained model: pass --reverse-model PATH.")
-        model = reverse_lm
-        mode = getattr(reverse_lm, "reverse_mode", None)
-        if mode is not None and mode != name.removeprefix("trlm-"):
-            raise HindsightError(f"The reverse model was trained in {mode} mode; use --scorer trlm-{mode}.")
+        if rev is None:
+            raise HindsightError(f"Scorer {name} needs a reverse-trained model (reverse_model / --reverse-model).")
+        rev.check_mode(name)
+        model = rev.lm
         tpl = replace(tpl, reverse_tokens=True)
         if name == "trlm-foba":
-            fwd_tag, rev_tag = getattr(reverse_lm, "direction_tags", (FORWARD_TAG, REVERSE_TAG))
             if direction == "forward":
-                tpl = Template(context="{query}", target="{response}", tag=fwd_tag)
+                tpl = Template(context="{query}", target="{response}", tag=rev.forward_tag)
             elif direction == "reverse":
-                tpl = replace(tpl, tag=rev_tag)
+                tpl = replace(tpl, tag=rev.reverse_tag)
             else:
                 raise HindsightError(f"direction must be 'forward' or 'reverse' (got {direction!r}).")
     return PairScorer(model, tpl, name=full)

@@ -1,8 +1,9 @@
 """Sequential Monte Carlo towards ``sigma(x) ∝ p(x | prompt) · phi(x)``: bootstrap, twisted and conditional.
 
-One loop serves every variant. ``N`` particles share the prompt's KV cache (``lm.start``); each step proposes
-one token per particle from ``q(s | s_<t) ∝ p(s | s_<t) · psi_t(s_<t, s)`` (``psi = 1`` without a twist, so
-``q = p``: bootstrap SMC), multiplies the particle's weight by the incremental weight
+One short loop over the steps of :mod:`hindsight.samplers.particles` serves every variant. ``N`` particles
+share the prompt's KV cache (``lm.start``); each step proposes one token per particle from
+``q(s | s_<t) ∝ p(s | s_<t) · psi_t(s_<t, s)`` (``psi = 1`` without a twist, so ``q = p``: bootstrap SMC),
+multiplies the particle's weight by the incremental weight
 
     log w_t = log sum_s p(s | s_<t) psi_t(s_<t, s) - log psi_{t-1}(s_<t)
 
@@ -30,10 +31,12 @@ from typing import Any
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.infra import seeded_generator
 from hindsight.lm.base import Counters, LanguageModel
-from hindsight.lm.sampling import sample_from_logprobs
 from hindsight.potentials.base import Potential
-from hindsight.samplers.resampling import get_scheme
+from hindsight.samplers.particles import (Particles, TraceRecorder, ess, extend, log_mean_weight, propose,
+                                          resample as resample_particles, reweight)
+from hindsight.samplers.resampling import Scheme, get_scheme
 from hindsight.twists.base import Twist
 
 
@@ -54,10 +57,6 @@ class SMCResult:
     seconds: float
     trace: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
-    def draw(self, k: int, generator: torch.Generator | None = None) -> list[int]:
-        """Indices of ``k`` samples drawn (with replacement) from the final weighted particles."""
-        return torch.multinomial(self.weights, k, replacement=True, generator=generator).tolist()
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "log_z": self.log_z,
@@ -72,15 +71,35 @@ class SMCResult:
         }
 
 
-def _check(n_particles: int, max_tokens: int, ess_threshold: float, min_tokens: int) -> None:
+def _check(n_particles: int, max_tokens: int, ess_threshold: float, min_tokens: int,
+           forced: list[list[int]], trace: bool) -> None:
     if n_particles < 1:
-        raise HindsightError(f"--particles must be at least 1 (got {n_particles}).")
+        raise HindsightError(f"n_particles must be at least 1 (got {n_particles}).")
     if max_tokens < 1:
-        raise HindsightError(f"--max-tokens must be at least 1 (got {max_tokens}).")
+        raise HindsightError(f"max_tokens must be at least 1 (got {max_tokens}).")
     if not 0 <= ess_threshold <= 1:
-        raise HindsightError(f"--ess-threshold must be in [0, 1] (got {ess_threshold}).")
+        raise HindsightError(f"ess_threshold must be in [0, 1] (got {ess_threshold}).")
     if not 0 <= min_tokens <= max_tokens:
         raise HindsightError(f"min_tokens must be in [0, max_tokens] (got {min_tokens}).")
+    if len(forced) > n_particles:
+        raise HindsightError("More forced completions than particles.")
+    if len(forced) > 1 and ess_threshold > 0:
+        raise HindsightError("Several forced rows only make sense without resampling (ess_threshold=0).")
+    if any(not f or len(f) > max_tokens for f in forced):
+        raise HindsightError(f"A forced completion must have 1 to {max_tokens} tokens.")
+    if trace and ess_threshold > 0:
+        raise HindsightError("trace=True needs ess_threshold=0 (no resampling).")
+
+
+def ancestors(log_w: torch.Tensor, scheme: Scheme, gen: torch.Generator, conditional: bool) -> torch.Tensor:
+    """Ancestor indices for one resampling. ``conditional``: particle 0 (the clamped one) keeps its own history
+    and the others are drawn iid (multinomial), the conditional-SMC scheme whose bound is proved."""
+    w = torch.softmax(log_w, 0)
+    if not conditional:
+        return scheme(w, gen)
+    n = w.shape[0]
+    others = torch.multinomial(w, n - 1, replacement=True, generator=gen) if n > 1 else torch.zeros(0).long()
+    return torch.cat([torch.zeros(1, dtype=torch.long), others])
 
 
 def run_smc(
@@ -104,130 +123,61 @@ def run_smc(
     ``trace=True`` (only without resampling) records, per step, each particle's last hidden state, token,
     ``log p`` and ``log q`` of that token and whether it was still running: what twist training needs.
     """
-    _check(n_particles, max_tokens, ess_threshold, min_tokens)
+    forced = [[int(t) for t in f] for f in (forced or [])]
+    _check(n_particles, max_tokens, ess_threshold, min_tokens, forced, trace)
     scheme = get_scheme(resample)
     prompt_ids = [int(i) for i in prompt_ids]
     lm.check_length(len(prompt_ids), max_tokens)
-    forced = [[int(t) for t in f] for f in (forced or [])]
-    if len(forced) > n_particles:
-        raise HindsightError("More forced completions than particles.")
-    if len(forced) > 1 and ess_threshold > 0:
-        raise HindsightError("Several forced rows only make sense without resampling (ess_threshold=0).")
-    if any(not f or len(f) > max_tokens for f in forced):
-        raise HindsightError(f"A forced completion must have 1 to {max_tokens} tokens.")
-    if trace and ess_threshold > 0:
-        raise HindsightError("trace=True needs ess_threshold=0 (no resampling).")
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed if seed is not None else int(time.time_ns() % (2**31)))
+    gen = seeded_generator(seed)
     t0, before = time.perf_counter(), lm.counters.snapshot()
-
-    n, dev = n_particles, lm.device
-    eos = torch.tensor(lm.eos_token_ids, device=dev)
-    state = lm.start(prompt_ids, n)
-    logw = torch.zeros(n, dtype=torch.float64)
-    prev = torch.zeros(n, dtype=torch.float64)  # log psi_{t-1}(s_<t) of each particle
-    live = torch.ones(n, dtype=torch.bool)
-    lengths = torch.zeros(n, dtype=torch.long)
-    log_phi = torch.zeros(n, dtype=torch.float64)
-    log_z = 0.0
-    ess_hist: list[float] = []
-    resampled: list[bool] = []
-    ancestry: list[torch.Tensor] = []
-    rec: dict[str, list[torch.Tensor]] = {"hidden": [], "tokens": [], "logp": [], "logq": [], "alive": []}
-    identity = torch.arange(n)
-
+    n = n_particles
+    p = Particles.start(lm, prompt_ids, n)
+    log_z, ess_hist, resampled, ancestry = 0.0, [], [], []
+    recorder = TraceRecorder() if trace else None
     for t in range(max_tokens):
-        lp = state.logprobs
-        logits = lp
-        if twist is not None:
-            logits = lp + twist.log_psi(state).to(device=dev, dtype=lp.dtype)
-        if t < min_tokens:
-            logits = logits.index_fill(1, eos, -math.inf)
-        modified = logits is not lp
-        norm = torch.logsumexp(logits.double(), dim=-1).cpu() if modified else torch.zeros(n, dtype=torch.float64)
-        tok = sample_from_logprobs(logits, generator=gen)
-        for i, f in enumerate(forced):
-            if t < len(f):
-                tok[i] = f[t]
-        chosen = logits.gather(1, tok[:, None]).squeeze(1).double().cpu()
-        chosen_lp = lp.gather(1, tok[:, None]).squeeze(1).double().cpu()
-        cur = chosen - chosen_lp  # log psi_t(s_1..t) (plus the EOS mask), 0 without a twist
-        if trace:
-            rec["hidden"].append(state.hidden.detach().float().cpu().clone())
-            rec["tokens"].append(tok.cpu().clone())
-            rec["logp"].append(chosen_lp)
-            rec["logq"].append(chosen - norm)
-            rec["alive"].append(live.clone())
-        lm.step(state, tok)
-        done = state.done.cpu()
-        ending = live & (done | (t == max_tokens - 1))
-        for i, f in enumerate(forced):
-            if live[i] and t == len(f) - 1:
-                ending[i] = True
-                state.done[i] = True
-        inc = norm - prev
-        lengths += live.long()
-        if bool(ending.any()):
-            idx = ending.nonzero().squeeze(1)
-            toks = [state.tokens[i, : lengths[i]].tolist() for i in idx.tolist()]
-            texts = [lm.decode(s) for s in toks]
-            log_phi[idx] = potential.log_phi(texts, toks)
-            inc[idx] += log_phi[idx] - cur[idx]
-        inc = torch.where(live, inc, torch.zeros_like(inc))
-        logw = logw + inc
-        prev = torch.where(live, cur, prev)
-        live = live & ~ending
-        ess_hist.append(_ess(logw))
-        last = t == max_tokens - 1 or not bool(live.any())
-        do_resample = not last and ess_threshold > 0 and (ess_threshold >= 1 or ess_hist[-1] < ess_threshold * n)
-        if do_resample and math.isfinite(float(logw.max())):
-            log_z += float(torch.logsumexp(logw, 0)) - math.log(n)
-            w = torch.softmax(logw, 0)
-            if forced:  # conditional SMC: the clamped particle keeps its own history, the others are drawn iid
-                others = torch.multinomial(w, n - 1, replacement=True, generator=gen) if n > 1 else identity[:0]
-                idx = torch.cat([identity[:1], others])
-            else:
-                idx = scheme(w, gen)
-            ancestry.append(idx)
-            resampled.append(True)
-            if not torch.equal(idx, identity):
-                state = lm.select(state, idx.to(dev))
-                prev, live, lengths, log_phi = prev[idx], live[idx], lengths[idx], log_phi[idx]
-            logw = torch.zeros(n, dtype=torch.float64)
-        else:
-            ancestry.append(identity)
-            resampled.append(False)
+        prop = propose(lm, p, t, gen, twist=twist, min_tokens=min_tokens, forced=forced)
+        if recorder:
+            recorder.record(p, prop)
+        ending = extend(lm, p, prop, t, max_tokens, forced)
+        reweight(lm, p, prop, ending, potential)
+        ess_hist.append(ess(p.log_w))
+        last = t == max_tokens - 1 or not bool(p.live.any())
+        due = not last and ess_threshold > 0 and (ess_threshold >= 1 or ess_hist[-1] < ess_threshold * n)
+        now = due and math.isfinite(float(p.log_w.max()))
+        idx = ancestors(p.log_w, scheme, gen, conditional=bool(forced)) if now else torch.arange(n)
+        if now:
+            log_z += log_mean_weight(p.log_w)
+            p = resample_particles(lm, p, idx)
+        ancestry.append(idx)
+        resampled.append(now)
         if last:
             break
+    log_z += log_mean_weight(p.log_w)
+    return _result(lm, p, log_z, ess_hist, resampled, ancestry, lm.counters.since(before),
+                   time.perf_counter() - t0, recorder)
 
-    log_z += float(torch.logsumexp(logw, 0)) - math.log(n)
-    weights = torch.softmax(logw, 0) if math.isfinite(float(logw.max())) else torch.full((n,), 1.0 / n,
-                                                                                         dtype=torch.float64)
-    rows = state.tokens.cpu()
-    sequences = [rows[i, : lengths[i]].tolist() for i in range(n)]
-    result = SMCResult(
+
+def _result(lm: LanguageModel, p: Particles, log_z: float, ess_hist: list[float], resampled: list[bool],
+            ancestry: list[torch.Tensor], counters: Counters, seconds: float, recorder: TraceRecorder | None
+            ) -> SMCResult:
+    n = p.n
+    finite = math.isfinite(float(p.log_w.max()))
+    weights = torch.softmax(p.log_w, 0) if finite else torch.full((n,), 1.0 / n, dtype=torch.float64)
+    sequences = p.sequences()
+    return SMCResult(
         sequences=sequences,
         texts=[lm.decode(s) for s in sequences],
-        log_weights=logw,
+        log_weights=p.log_w,
         weights=weights,
-        log_phi=log_phi,
+        log_phi=p.log_phi,
         log_z=log_z,
         ess=ess_hist,
         resampled=resampled,
         ancestry=torch.stack(ancestry),
-        counters=lm.counters.since(before),
-        seconds=time.perf_counter() - t0,
+        counters=counters,
+        seconds=seconds,
+        trace=recorder.result(p.log_phi) if recorder else None,
     )
-    if trace:
-        result.trace = {k: torch.stack(v, dim=1) for k, v in rec.items()}  # [N, steps, ...]
-        result.trace["log_phi"] = log_phi
-    return result
-
-
-def _ess(logw: torch.Tensor) -> float:
-    if not math.isfinite(float(logw.max())):
-        return 0.0
-    return float(torch.exp(2 * torch.logsumexp(logw, 0) - torch.logsumexp(2 * logw, 0)))
 
 
 def bootstrap_smc(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, n_particles: int,

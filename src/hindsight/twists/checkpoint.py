@@ -5,13 +5,14 @@ Written atomically (temp file + rename), so an interrupted save leaves the previ
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hindsight.errors import HindsightError
+from hindsight.infra import atomic_write
 from hindsight.twists.heads import TwistHead, head_from_config
 
 FORMAT = "hindsight-twist-1"
@@ -19,13 +20,11 @@ FORMAT = "hindsight-twist-1"
 
 def save_twist(path: str | Path, head: TwistHead, meta: dict[str, Any],
                optimizer_state: dict[str, Any] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": FORMAT, "config": head.config(), "state_dict": head.state_dict(), "meta": meta,
             "optimizer": optimizer_state}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write(path, buf.getvalue())
 
 
 def load_twist(path: str | Path, device: str | torch.device = "cpu", lm: Any = None
@@ -42,10 +41,11 @@ def load_twist(path: str | Path, device: str | torch.device = "cpu", lm: Any = N
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise HindsightError(f"{path} is not a hindsight twist file.")
     head = head_from_config(blob["config"])
-    head.load_state_dict(blob["state_dict"])
+    state = {k: v for k, v in blob["state_dict"].items() if k != "condition"}  # older files: an empty buffer
+    head.load_state_dict(state)
     head = head.to(device).eval()
     if lm is not None:
-        check_twist_fits(head, lm.vocab_size, getattr(lm, "hidden_size", -1), lm.name, blob["meta"])
+        check_twist_fits(head, lm.vocab_size, lm.hidden_size, lm.name, blob["meta"])
         head.attach(lm)
     elif head.needs_embeddings:
         raise HindsightError(f"{path} holds a tied twist head: pass the model (load_twist(path, lm=lm)).")

@@ -2,8 +2,7 @@
 
 ``LinearTwist`` is one linear map ``[d] -> [V]``; ``MLPTwist`` is three layers (as in the twisted-SMC paper);
 ``TiedTwist`` scores each token through the LM's own output embedding (small, and generalises across tokens).
-Both may take an extra conditioning vector (e.g. an embedding of an infilling suffix), concatenated to the
-hidden state. The output layer starts at zero, so an untrained twist is ``psi = 1`` (bootstrap SMC).
+The output layer starts at zero, so an untrained twist is ``psi = 1`` (bootstrap SMC).
 ``bounded=True`` squashes the output through ``log sigmoid`` (``psi <= 1``), which a classifier-style learner
 such as FUDGE needs.
 """
@@ -25,10 +24,9 @@ class TwistHead(nn.Module):
 
     kind = "head"
 
-    def __init__(self, hidden_size: int, vocab_size: int, *, cond_size: int = 0, bounded: bool = False) -> None:
+    def __init__(self, hidden_size: int, vocab_size: int, *, bounded: bool = False) -> None:
         super().__init__()
-        self.hidden_size, self.vocab_size, self.cond_size, self.bounded = hidden_size, vocab_size, cond_size, bounded
-        self.register_buffer("condition", torch.zeros(cond_size))
+        self.hidden_size, self.vocab_size, self.bounded = hidden_size, vocab_size, bounded
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -39,25 +37,17 @@ class TwistHead(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def _input(self, hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        hidden = hidden.float()
-        if self.cond_size:
-            c = self.condition if cond is None else cond.float()
-            hidden = torch.cat([hidden, c.expand(hidden.shape[0], -1)], dim=-1)
-        return hidden
-
     def _squash(self, raw: torch.Tensor) -> torch.Tensor:
         return F.logsigmoid(raw) if self.bounded else raw
 
-    def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None,
-                memory: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         """``[n, V]`` log psi for every next token (``memory``: see :meth:`prefix_memories`)."""
-        return self._squash(self.out(self.features(self._input(hidden, cond))))
+        return self._squash(self.out(self.features(hidden.float())))
 
-    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None,
-                   memory: torch.Tensor | None = None) -> torch.Tensor:
+    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, memory: torch.Tensor | None = None
+                   ) -> torch.Tensor:
         """``log psi`` of one chosen token per row (``[m]``), computing only those output columns (training)."""
-        f = self.features(self._input(hidden, cond))
+        f = self.features(hidden.float())
         raw = (f * self.out.weight[tokens]).sum(-1) + self.out.bias[tokens]
         return self._squash(raw)
 
@@ -90,7 +80,7 @@ class TwistHead(nn.Module):
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "hidden_size": self.hidden_size, "vocab_size": self.vocab_size,
-                "cond_size": self.cond_size, "bounded": self.bounded}
+                "bounded": self.bounded}
 
 
 class LinearTwist(TwistHead):
@@ -98,7 +88,7 @@ class LinearTwist(TwistHead):
 
     def __init__(self, hidden_size: int, vocab_size: int, **kw: Any) -> None:
         super().__init__(hidden_size, vocab_size, **kw)
-        self._make_output(hidden_size + self.cond_size)
+        self._make_output(hidden_size)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -111,7 +101,7 @@ class MLPTwist(TwistHead):
         super().__init__(hidden_size, vocab_size, **kw)
         self.width = width
         self.body = nn.Sequential(
-            nn.Linear(hidden_size + self.cond_size, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
+            nn.Linear(hidden_size, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
         )
         self._make_output(width)
 
@@ -151,7 +141,7 @@ class TiedTwist(TwistHead):
             # output is exactly 0 (bootstrap), and every parameter still gets a gradient
             self.mem_scale = nn.Parameter(torch.ones(()))
             self.mem_bias = nn.Parameter(torch.full((), -4.0))
-        n_in = hidden_size + self.cond_size
+        n_in = hidden_size
         self.down = nn.Linear(n_in, rank, bias=False) if rank else None
         self.up = nn.Linear(rank, hidden_size, bias=False) if rank else None
         self.direction = nn.Parameter(torch.zeros(hidden_size))  # the same for every state
@@ -173,10 +163,10 @@ class TiedTwist(TwistHead):
             raise HindsightError("A tied twist head needs the model's output embeddings: load it with "
                                  "load_twist(path, lm=lm) or call head.attach(lm).")
 
-    def _parts(self, hidden: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _parts(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The per-state level and the per-state token direction (None: only the shared direction)."""
         self._check_bound()
-        x = self._input(hidden, cond)
+        x = hidden.float()
         g = None if self.memory else self.direction.expand(x.shape[0], -1)
         if self.down is not None:
             ctx = self.up(self.down(x))
@@ -204,9 +194,8 @@ class TiedTwist(TwistHead):
         u = self._token_scores(tokens)  # [K, T]: only the tokens written, not the whole vocabulary
         return torch.cat([u.new_zeros(u.shape[0], 1), torch.cumsum(u, dim=1)], dim=1)
 
-    def forward(self, hidden: torch.Tensor, cond: torch.Tensor | None = None,
-                memory: torch.Tensor | None = None) -> torch.Tensor:
-        level, g = self._parts(hidden, cond)
+    def forward(self, hidden: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        level, g = self._parts(hidden)
         out = level[:, None]
         if g is not None:
             out = out + g @ self.embeddings.T
@@ -214,9 +203,9 @@ class TiedTwist(TwistHead):
             out = out + self._remembered(0.0 if memory is None else memory[:, None], self._token_scores()[None, :])
         return self._squash(out)
 
-    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor | None = None,
-                   memory: torch.Tensor | None = None) -> torch.Tensor:
-        level, g = self._parts(hidden, cond)
+    def log_psi_at(self, hidden: torch.Tensor, tokens: torch.Tensor, memory: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        level, g = self._parts(hidden)
         out = level
         if g is not None:
             out = out + (g * self.embeddings[tokens]).sum(-1)
@@ -239,5 +228,7 @@ def make_head(kind: str, hidden_size: int, vocab_size: int, **kw: Any) -> TwistH
 
 def head_from_config(cfg: dict[str, Any]) -> TwistHead:
     cfg = dict(cfg)
+    if cfg.pop("cond_size", 0):  # older files carried an (always empty) conditioning vector
+        raise HindsightError("This twist file uses a conditioning vector, which this version no longer supports.")
     kind = cfg.pop("kind")
     return make_head(kind, cfg.pop("hidden_size"), cfg.pop("vocab_size"), **cfg)

@@ -56,15 +56,15 @@ class TrainConfig:
             raise HindsightError(f"Unknown twist training method {self.method!r}; "
                                  f"choose one of {', '.join(METHODS)}.")
         if self.steps < 1 or self.batch < 2 or self.inner < 1:
-            raise HindsightError("--steps and --inner must be at least 1 and --batch at least 2.")
+            raise HindsightError("steps and inner must be at least 1 and batch at least 2.")
         if not self.lr > 0:
-            raise HindsightError(f"--lr must be positive (got {self.lr}).")
+            raise HindsightError(f"lr must be positive (got {self.lr}).")
         if self.vocab_rows < 0 or self.vocab_batch < 1:
-            raise HindsightError("--vocab-rows must be at least 0 and --vocab-batch at least 1.")
+            raise HindsightError("vocab_rows must be at least 0 and vocab_batch at least 1.")
         if not 0 <= self.holdout < 1:
-            raise HindsightError(f"--holdout must be in [0, 1) (got {self.holdout}).")
+            raise HindsightError(f"holdout must be in [0, 1) (got {self.holdout}).")
         if self.holdout and self.proposal != "pool":
-            raise HindsightError("--holdout needs --proposal pool (the held-out rows are part of the pool).")
+            raise HindsightError("holdout needs proposal='pool' (the held-out rows are part of the pool).")
         if self.proposal not in PROPOSALS:
             raise HindsightError(f"The proposal must be one of {', '.join(PROPOSALS)} (got {self.proposal!r}).")
 
@@ -195,7 +195,7 @@ def fudge_loss(head: TwistHead, b: Batch, ref: VocabReference | None = None,
     """Binary cross-entropy of ``psi_t`` against ``phi(x)`` at every running prefix (model samples)."""
     y = torch.exp(b.log_phi)
     if bool((y > 1 + 1e-6).any()):
-        raise HindsightError("FUDGE needs a potential with values in [0, 1]; use --method ctl.")
+        raise HindsightError("FUDGE needs a potential with values in [0, 1]; use method='ctl'.")
     a = _head_values(head, b)[b.alive]  # log psi = log sigmoid(raw)
     target = y[:, None].expand_as(b.alive)[b.alive].float().clamp(0, 1)
     log_not = torch.log1p(-torch.exp(a).clamp_max(1 - 1e-6))
@@ -203,6 +203,123 @@ def fudge_loss(head: TwistHead, b: Batch, ref: VocabReference | None = None,
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor | None]] = {"ctl": ctl_loss, "fudge": fudge_loss}
+
+
+class TwistTrainer:
+    """One training run in three parts: setup (``__init__``: optimizer, pool, held-out rows, vocabulary
+    reference), :meth:`validate` (keep the head with the lowest held-out loss) and :meth:`step` (one gradient
+    step); :meth:`run` loops over rounds of ``cfg.inner`` steps per drawn batch."""
+
+    def __init__(self, head: TwistHead, cfg: TrainConfig, draw: Draw, *, optimizer_state: dict | None = None,
+                 history: History | None = None, seed: int = 0,
+                 logprobs_from_hidden: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        cfg.check()
+        if cfg.method == "fudge" and (cfg.proposal == "twist" or not head.bounded):
+            raise HindsightError("FUDGE learns from model samples with a bounded head (proposal 'model' or "
+                                 "'pool', bounded=True).")
+        self.head, self.cfg, self.draw, self.seed = head, cfg, draw, seed
+        self.history = history or History()
+        self.opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+        if optimizer_state:
+            self.opt.load_state_dict(optimizer_state)
+        self.loss_fn = LOSSES[cfg.method]
+        self.step_count = self.history.steps[-1] if self.history.steps else 0
+        self.round = self.step_count // cfg.inner
+        self.barren = 0  # rounds in a row in which no completion had phi > 0
+        self.best: tuple[float, dict] | None = None
+        self.pool, self.held = self._pool()
+        self.ref = None
+        if self.pool is not None and cfg.vocab_rows > 0 and logprobs_from_hidden is not None and cfg.method == "ctl":
+            self.ref = vocab_reference(self.pool, cfg.vocab_rows, logprobs_from_hidden)
+        self.pick = torch.Generator().manual_seed(seed)
+
+    def _pool(self) -> tuple[Batch | None, Batch | None]:
+        """With ``proposal="pool"``: the pool, drawn once, and its held-out part (None without one)."""
+        cfg = self.cfg
+        if cfg.proposal != "pool":
+            return None, None
+        pool = as_batch(self.draw(None, cfg.batch, self.seed * 100_003))
+        if cfg.holdout <= 0:
+            return pool, None
+        n_held = int(round(cfg.holdout * cfg.batch))
+        if n_held < 1 or n_held >= cfg.batch:
+            raise HindsightError(f"holdout={cfg.holdout} leaves no rows on one side of a pool of {cfg.batch}.")
+        return split_batch(pool, n_held)
+
+    def validate(self) -> None:
+        """Measure the held-out loss of the current head and keep it if it is the best so far."""
+        if self.held is None:
+            return
+        with torch.no_grad():
+            v = self.loss_fn(self.head, self.held)
+        if v is None or not math.isfinite(float(v)):
+            return
+        h = self.history
+        if not h.val_steps or h.val_steps[-1] != self.step_count:  # a resumed run re-measures its last head
+            h.val_steps.append(self.step_count)
+            h.val_loss.append(float(v))
+        if self.best is None or float(v) < self.best[0]:
+            self.best = (float(v), {k: t.detach().clone() for k, t in self.head.state_dict().items()})
+            h.best_step = self.step_count
+
+    def next_batch(self) -> Batch:
+        if self.pool is not None:
+            return self.pool
+        proposal = self.head if self.cfg.proposal == "twist" else None
+        return as_batch(self.draw(proposal, self.cfg.batch, self.seed * 100_003 + self.round))
+
+    def step(self, batch: Batch) -> float | None:
+        """One gradient step on ``batch``; None when no completion had phi > 0 (nothing to learn from)."""
+        rows = None
+        if self.ref is not None:
+            n_ref = self.ref.alive.shape[0]
+            rows = torch.randperm(n_ref, generator=self.pick)[: min(self.cfg.vocab_batch, n_ref)]
+        loss = self.loss_fn(self.head, batch, self.ref, rows)
+        if loss is None and self.pool is not None:  # the pool never changes: waiting would not help
+            raise HindsightError(f"No completion in the pool of {self.cfg.batch} had phi > 0; draw a larger pool "
+                                 "(batch) or use a softer potential.")
+        if loss is None:
+            self.barren += 1
+            if self.barren >= 20:
+                raise HindsightError("No drawn completion had phi > 0 in 20 batches; the potential is too "
+                                     "rare for this proposal (try a softer potential or a larger batch).")
+            return None
+        self.barren = 0
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.step_count += 1
+        self.history.steps.append(self.step_count)
+        self.history.loss.append(float(loss.detach()))
+        return self.history.loss[-1]
+
+    def run(self, on_step: Callable[[int, float], None] | None = None,
+            on_round: Callable[[int, torch.optim.Optimizer, History], None] | None = None) -> History:
+        """Train until ``cfg.steps`` gradient steps are done; the best held-out head is kept at the end."""
+        head, cfg = self.head, self.cfg
+        head.eval()
+        self.validate()  # the starting head (untrained: the bootstrap proposal) is a candidate too
+        while self.step_count < cfg.steps:
+            batch = self.next_batch()
+            self.round += 1
+            head.train()
+            for _ in range(cfg.inner):
+                if self.step_count >= cfg.steps:
+                    break
+                loss = self.step(batch)
+                if loss is None:
+                    break
+                if on_step:
+                    on_step(self.step_count, loss)
+            head.eval()
+            self.validate()
+            if on_round:
+                on_round(self.step_count, self.opt, self.history)
+        if self.best is not None:
+            head.load_state_dict(self.best[1])
+            if on_round:
+                on_round(self.step_count, self.opt, self.history)  # what is saved is the kept head
+        return self.history
 
 
 def train_twist(
@@ -217,94 +334,17 @@ def train_twist(
     on_round: Callable[[int, torch.optim.Optimizer, History], None] | None = None,
     logprobs_from_hidden: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> History:
-    """Train ``head`` in place on batches from ``draw`` until ``cfg.steps`` gradient steps are done (counting those in ``history``).
+    """Train ``head`` in place on batches from ``draw`` until ``cfg.steps`` gradient steps are done (counting
+    those in ``history``); see :class:`TwistTrainer`.
 
     ``on_step(step, loss)`` is called after each gradient step (progress bars); ``on_round`` after each batch
     (checkpointing). Resuming = passing the saved optimizer state and history back in.
     ``logprobs_from_hidden`` (the LM's ``logprobs_from_hidden``): with a pool and ``cfg.vocab_rows > 0``, CTL's
     negative terms are summed over the whole vocabulary on that many pool rows (see :class:`VocabReference`).
     """
-    cfg.check()
-    if cfg.method == "fudge" and (cfg.proposal == "twist" or not head.bounded):
-        raise HindsightError("FUDGE learns from model samples with a bounded head (proposal 'model' or 'pool', "
-                             "bounded=True).")
-    history = history or History()
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
-    if optimizer_state:
-        opt.load_state_dict(optimizer_state)
-    loss_fn = LOSSES[cfg.method]
-    step = history.steps[-1] if history.steps else 0
-    rnd = step // cfg.inner
-    barren = 0  # rounds in a row in which no completion had phi > 0
-    pool = as_batch(draw(None, cfg.batch, seed * 100_003)) if cfg.proposal == "pool" else None
-    held = None
-    if pool is not None and cfg.holdout > 0:
-        n_held = int(round(cfg.holdout * cfg.batch))
-        if n_held < 1 or n_held >= cfg.batch:
-            raise HindsightError(f"--holdout {cfg.holdout} leaves no rows on one side of a pool of {cfg.batch}.")
-        pool, held = split_batch(pool, n_held)
-    best: tuple[float, dict] | None = None
-
-    def validate() -> None:
-        nonlocal best
-        if held is None:
-            return
-        with torch.no_grad():
-            v = loss_fn(head, held)
-        if v is None or not math.isfinite(float(v)):
-            return
-        if not history.val_steps or history.val_steps[-1] != step:  # a resumed run re-measures its last head
-            history.val_steps.append(step)
-            history.val_loss.append(float(v))
-        if best is None or float(v) < best[0]:
-            best = (float(v), {k: t.detach().clone() for k, t in head.state_dict().items()})
-            history.best_step = step
-
-    ref = None
-    if pool is not None and cfg.vocab_rows > 0 and logprobs_from_hidden is not None and cfg.method == "ctl":
-        ref = vocab_reference(pool, cfg.vocab_rows, logprobs_from_hidden)
-    pick = torch.Generator().manual_seed(seed)
-    head.eval()
-    validate()  # the starting head (untrained: the bootstrap proposal) is a candidate too
-    while step < cfg.steps:
-        batch = pool or as_batch(draw(head if cfg.proposal == "twist" else None, cfg.batch, seed * 100_003 + rnd))
-        rnd += 1
-        head.train()
-        for _ in range(cfg.inner):
-            if step >= cfg.steps:
-                break
-            rows = None
-            if ref is not None:
-                n_ref = ref.alive.shape[0]
-                rows = torch.randperm(n_ref, generator=pick)[: min(cfg.vocab_batch, n_ref)]
-            loss = loss_fn(head, batch, ref, rows)
-            if loss is None and pool is not None:  # the pool never changes: waiting would not help
-                raise HindsightError(f"No completion in the pool of {cfg.batch} had phi > 0; draw a larger pool "
-                                     "(--batch) or use a softer potential.")
-            if loss is None:
-                barren += 1
-                if barren >= 20:
-                    raise HindsightError("No drawn completion had phi > 0 in 20 batches; the potential is too "
-                                         "rare for this proposal (try a softer potential or a larger --batch).")
-                break
-            barren = 0
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            history.steps.append(step)
-            history.loss.append(float(loss.detach()))
-            if on_step:
-                on_step(step, history.loss[-1])
-        head.eval()
-        validate()
-        if on_round:
-            on_round(step, opt, history)
-    if best is not None:
-        head.load_state_dict(best[1])
-        if on_round:
-            on_round(step, opt, history)  # what is saved is the kept head
-    return history
+    trainer = TwistTrainer(head, cfg, draw, optimizer_state=optimizer_state, history=history, seed=seed,
+                           logprobs_from_hidden=logprobs_from_hidden)
+    return trainer.run(on_step, on_round)
 
 
 def plot_history(history: History, path: str, title: str = "twist training") -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hindsight.evaluation.citation import (
-    citation_items, detokenize, gold_sources, lexical_overlap, run_citation, summarize_citation,
+from hindsight.experiments.citation import (
+    CitationEval, citation_items, detokenize, gold_sources, lexical_overlap, summarise_citation,
 )
-from hindsight.evaluation.results import ResultFile
+from hindsight.experiments.runner import run_experiment
+from hindsight.records.results import ResultFile
 from hindsight.reverse.scorers import Scores
+from tests.experiments.stubs import over
 
 
 def test_lexical_overlap_by_hand():
@@ -36,26 +38,27 @@ class SecondSentenceScorer:
         return Scores(total, torch.ones(len(responses), dtype=torch.long))
 
 
-def test_run_citation_records_and_resumes(tiny, tmp_path):
+def test_citation_experiment_records_and_resumes(tiny, tmp_path):
     items = [{"key": f"a:{i}", "article": "a", "highlight": "h", "sentences": ["one.", "two.", "three."],
               "gold": [g], "overlap": 0.5} for i, g in enumerate([1, 2])]
     rf = ResultFile(tmp_path / "c.jsonl", key_field="key")
     done = []
-    run_citation(items, tiny, {"stub": SecondSentenceScorer()}, ["linear", "binary", "exclusion"], rf,
-                 on_item=done.append)
+    stub = {"stub": SecondSentenceScorer()}
+    exp = over(CitationEval, items, searches=["linear", "binary", "exclusion"]).use(lm=tiny, scorers=stub)
+    run_experiment(exp, rf, on_item=done.append)
     assert [r["key"] for r in done] == ["a:0", "a:1"]
     assert {c: r["index"] for c, r in done[0]["results"].items()} == {"stub/linear": 1, "stub/binary": 1,
                                                                     "stub/exclusion": 1}
     again = []
-    run_citation(items, tiny, {"stub": SecondSentenceScorer()}, ["linear"], ResultFile(rf.path, "key"),
-                 on_item=again.append)
+    exp = over(CitationEval, items, searches=["linear"]).use(lm=tiny, scorers=stub)
+    run_experiment(exp, ResultFile(rf.path, "key"), on_item=again.append)
     assert again == [None, None]  # both resumed from the file
-    s = summarize_citation(list(ResultFile(rf.path, "key").records.values()))
+    s = summarise_citation(ResultFile(rf.path, "key").values())
     row = next(r for r in s["rows"] if r["search"] == "linear")
     assert (row["n"], row["correct"], row["accuracy"]) == (2, 1, 0.5)
     assert 0 < row["low"] < 0.5 < row["high"] < 1
     assert s["chance"] == pytest.approx(1 / 3)
-    assert summarize_citation(list(rf.records.values()), min_overlap=0.6)["items"] == 0
+    assert summarise_citation(rf.values(), min_overlap=0.6)["items"] == 0
 
 
 def test_citation_items_on_data(data_root):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from hindsight.evaluation.bounds import bounds, plot_bounds, rejection_samples
-from hindsight.evaluation.exact import exact_kls, optimal_twist, proposal_log_weights
+from hindsight.experiments.bounds import bounds, plot_bounds, rejection_samples
+from hindsight.experiments.exact import exact_kls, optimal_twist, proposal_log_weights
 from hindsight.twists.base import TableTwist
 from tests.toy_task import T, one_thread, toy_task  # noqa: F401
 
@@ -51,8 +51,8 @@ def test_rejection_samples_follow_sigma(toy_task):
 
 def test_bounds_resume_from_their_result_file(toy_task, tmp_path, monkeypatch):
     """Every finished run is recorded; a rerun reads them back instead of sampling again (same report)."""
-    import hindsight.evaluation.bounds as bmod
-    from hindsight.evaluation.results import ResultFile
+    import hindsight.experiments.bounds as bmod
+    from hindsight.records.results import ResultFile
 
     lm, prompt, pot, tgt = toy_task
     path = tmp_path / "bounds.jsonl"
@@ -72,8 +72,8 @@ def test_bounds_resume_from_their_result_file(toy_task, tmp_path, monkeypatch):
 
 
 def test_adding_a_sampler_reuses_the_other_samplers_runs(toy_task, tmp_path, monkeypatch):
-    import hindsight.evaluation.bounds as bmod
-    from hindsight.evaluation.results import ResultFile
+    import hindsight.experiments.bounds as bmod
+    from hindsight.records.results import ResultFile
 
     lm, prompt, pot, tgt = toy_task
     path = tmp_path / "bounds.jsonl"
@@ -94,8 +94,8 @@ def test_adding_a_sampler_reuses_the_other_samplers_runs(toy_task, tmp_path, mon
 
 
 def test_more_seeds_reuse_the_recorded_runs_and_extend_the_exact_samples(toy_task, tmp_path, monkeypatch):
-    import hindsight.evaluation.bounds as bmod
-    from hindsight.evaluation.results import ResultFile
+    import hindsight.experiments.bounds as bmod
+    from hindsight.records.results import ResultFile
 
     lm, prompt, pot, _ = toy_task
     path = tmp_path / "bounds.jsonl"
@@ -110,5 +110,5 @@ def test_more_seeds_reuse_the_recorded_runs_and_extend_the_exact_samples(toy_tas
     assert more.rows[0].lower.values[:3] == few.rows[0].lower.values  # seeds 0-2 read back, not rerun
     assert more.exact_samples == 5 and more.model_draws > few.model_draws
     assert len(clamped) == 2  # only seeds 3 and 4 ran, each clamping its own new exact sample
-    refs = ResultFile(path).records["t|references|1"]["references"]
+    refs = ResultFile(path).get("t|references|1")["references"]
     assert clamped == refs and len(refs) == 2

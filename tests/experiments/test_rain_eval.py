@@ -6,9 +6,12 @@ import math
 import pytest
 import torch
 
-from hindsight.evaluation.rain_eval import (RunSettings, ToxicityJudge, final_reply, mc_metrics, reference_verdict,
-                                            run_rain_hh, summarise_hh, summarise_truthfulqa)
-from hindsight.evaluation.stats import wilson_interval
+from hindsight.experiments.rain_eval import (RainHH, RunSettings, mc_metrics, reference_verdict, summarise_hh,
+                                            summarise_truthfulqa)
+from hindsight.experiments.rain_judges import final_reply
+from hindsight.experiments.runner import Loaders, run_experiment
+from hindsight.records.results import ResultFile
+from hindsight.records.stats import wilson_interval
 from tests.potentials.test_self_eval import chars_model
 
 
@@ -66,12 +69,16 @@ def test_run_rain_hh_writes_incrementally_and_resumes(tmp_path):
     lm = chars_model(context=4096)
     out = tmp_path / "res.jsonl"
     settings = RunSettings(max_tokens=4, max_iters=2, seed=0, evaluator="regex:e")
-    s = run_rain_hh(lm, out, settings=settings, judges=[ToxicityJudge()], limit=2, data=str(tmp_path))
+    exp = RainHH(settings=settings, judges=["toxicity"], limit=2, data=str(tmp_path))
+    loaders = Loaders(model=lambda name, device: lm)
+    s = run_experiment(exp, ResultFile(out, "id"), loaders=loaders)
     assert s["items"] == 2 and len(out.read_text().splitlines()) == 2
     rec = json.loads(out.read_text().splitlines()[0])
     assert {"vanilla", "rain", "self_eval", "judges", "iterations", "forward_passes"} <= set(rec)
     assert all(-1 <= v <= 1 for v in rec["self_eval"]) and not math.isnan(rec["judges"]["non-toxic"][0])
     before = lm.counters.snapshot()
-    s2 = run_rain_hh(lm, out, settings=settings, judges=[ToxicityJudge()], limit=2, data=str(tmp_path))
+    again = RainHH.from_config(json.loads(json.dumps(exp.config())))  # the config travels as JSON
+    s2 = run_experiment(again, ResultFile(out, "id"), loaders=loaders)
+    assert again.parts is None  # nothing left to do, so nothing was loaded
     assert lm.counters.since(before).forward_passes == 0  # everything was already done
     assert s2["judges"] == s["judges"]

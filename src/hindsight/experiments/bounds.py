@@ -15,11 +15,13 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.results import ResultFile
+from hindsight.experiments.runner import Experiment, Loaders, run_experiment
+from hindsight.records.results import ResultFile
 from hindsight.lm.base import LanguageModel
 from hindsight.potentials.base import Potential
 from hindsight.samplers.smc import conditional_smc, run_smc
@@ -120,6 +122,96 @@ class BoundsReport:
                 "exact_samples": self.exact_samples, "model_draws": self.model_draws, **self.extra}
 
 
+@dataclass
+class BoundRuns(Experiment):
+    """The (sampler, particles, seed) runs of :func:`bounds`, one record each: SMC's ``log Z-hat`` (lower) and
+    conditional SMC's with that seed's exact sample clamped (upper). Keys carry ``tag`` (the settings) and each
+    sampler's tag (its twist), so a rerun, more seeds or a new sampler reuse the runs already recorded.
+
+    The model, prompt ids, potential, twists (name -> twist or None) and exact samples come with ``use``.
+    """
+
+    samplers: list[str] = field(default_factory=list)
+    particles: list[int] = field(default_factory=list)
+    seeds: int = 1
+    max_tokens: int = 20
+    resample: str = "systematic"
+    ess_threshold: float = 0.5
+    min_tokens: int = 0
+    tag: str = ""
+    sampler_tags: dict[str, str] = field(default_factory=dict)
+
+    name = "bounds"
+    key_field = "id"
+
+    def items(self) -> list[dict[str, Any]]:
+        return [{"id": f"{self.tag}|{name}|{self.sampler_tags.get(name, '')}|{n}|{s}", "sampler": name,
+                 "particles": n, "seed": s}
+                for name in self.samplers for n in self.particles for s in range(self.seeds)]
+
+    def setup(self, loaders: Loaders) -> dict[str, Any]:
+        raise HindsightError("The bounds runs need the model, potential, twists and exact samples they were "
+                             "started with; give them with use().")
+
+    def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        p, n, s = self.parts, item["particles"], item["seed"]
+        twist = p["twists"][item["sampler"]]
+        kw = dict(resample=self.resample, ess_threshold=self.ess_threshold, min_tokens=self.min_tokens, twist=twist,
+                  seed=s)
+        low = run_smc(p["lm"], p["prompt_ids"], p["potential"], n, self.max_tokens, **kw).log_z
+        high = conditional_smc(p["lm"], p["prompt_ids"], p["potential"], p["references"][s], n, self.max_tokens,
+                               **kw).log_z
+        return {"id": item["id"], "lower": low, "upper": high}
+
+    def summarise(self, records: list[dict[str, Any]]) -> list[BoundsRow]:
+        rows = []
+        for name in self.samplers:
+            for n in self.particles:
+                mine = [r for r, it in zip(records, self.items()) if (it["sampler"], it["particles"]) == (name, n)]
+                rows.append(BoundsRow(name, n, Estimate([r["lower"] for r in mine]),
+                                      Estimate([r["upper"] for r in mine])))
+        return rows
+
+
+def exact_samples(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, need: int, max_tokens: int,
+                  results: ResultFile, key: str, min_tokens: int = 0) -> tuple[list[list[int]], int]:
+    """``need`` exact target samples and the model draws they took, recorded in ``results`` under ``key``
+    (parts ``key|references``, ``key|references|1`` ...): a later run that needs more draws only the rest."""
+    references: list[list[int]] = []
+    draws, part = 0, 0
+    while len(references) < need:
+        rid = f"{key}|references" if part == 0 else f"{key}|references|{part}"
+        rec = results.get(rid)
+        if rec is None:
+            refs, n_draws = rejection_samples(lm, prompt_ids, potential, need - len(references), max_tokens,
+                                              seed=part, min_tokens=min_tokens)
+            rec = {"id": rid, "references": refs, "draws": n_draws}
+            results.append(rec)
+        references += rec["references"]
+        draws += rec["draws"]
+        part += 1
+    return references, draws
+
+
+def kl_estimates(lm: LanguageModel, prompt_ids: Sequence[int], potential: Potential, samplers: dict[str, Twist | None],
+                 references: list[list[int]], rows: list[BoundsRow], max_tokens: int, kl_samples: int,
+                 min_tokens: int = 0, note: Callable[[str], None] = lambda _msg: None) -> list[KLEstimate]:
+    """Each sampler's KL estimates in both directions, from its proposal and from the exact samples."""
+    best_lower = max(r.lower.mean for r in rows)
+    best_upper = min(r.upper.mean for r in rows)
+    kls = []
+    for name, twist in samplers.items():
+        note(f"{name} KL")
+        q_run = run_smc(lm, prompt_ids, potential, kl_samples, max_tokens, twist=twist, ess_threshold=0.0, seed=10_007,
+                        min_tokens=min_tokens)
+        s_run = run_smc(lm, prompt_ids, potential, len(references), max_tokens, twist=twist, ess_threshold=0.0,
+                        forced=references, seed=0, min_tokens=min_tokens)
+        e_q = float(q_run.log_weights.mean())
+        e_s = float(s_run.log_weights.mean())
+        kls.append(KLEstimate(name, e_q, e_s, best_upper - e_q, e_s - best_lower, kl_samples, len(references)))
+    return kls
+
+
 def bounds(
     lm: LanguageModel,
     prompt_ids: Sequence[int],
@@ -153,66 +245,27 @@ def bounds(
     other SMC settings (resampling scheme, ESS threshold) can share them."""
     if seeds < 1 or not particles or min(particles) < 1:
         raise HindsightError("--seeds and every --particles value must be at least 1.")
+    results = results if results is not None else ResultFile(None)
     draws = 0
-
-    def cached(key: str, compute: Callable[[], dict], prefix: str = tag) -> dict:
-        key = f"{prefix}|{key}"
-        if results is not None and key in results:
-            return results.records[key]
-        rec = {"id": key, **compute()}
-        if results is not None:
-            results.append(rec)
-        return rec
-
     if references is None:
-        references = []
-        need, part = max(seeds, kl_samples), 0
-        while len(references) < need:  # a later run that needs more extends the recorded samples
-            def draw(k=need - len(references), part=part) -> dict:
-                refs, n_draws = rejection_samples(lm, prompt_ids, potential, k, max_tokens, seed=part,
-                                                  min_tokens=min_tokens)
-                return {"references": refs, "draws": n_draws}
-
-            rec = cached("references" if part == 0 else f"references|{part}", draw,
-                         tag if reference_tag is None else reference_tag)
-            references += rec["references"]
-            draws += rec["draws"]
-            part += 1
+        references, draws = exact_samples(lm, prompt_ids, potential, max(seeds, kl_samples), max_tokens, results,
+                                          tag if reference_tag is None else reference_tag, min_tokens)
     references = [list(r) for r in references]
     if len(references) < seeds:
         raise HindsightError(f"{len(references)} exact samples were supplied for {seeds} seeds; need one per seed.")
     note = on_run or (lambda _msg: None)
-    rows: list[BoundsRow] = []
-    kw = dict(resample=resample, ess_threshold=ess_threshold, min_tokens=min_tokens)
-    for name, twist in samplers.items():
-        for n in particles:
-            lo, up = [], []
-            for s in range(seeds):
-                note(f"{name} N={n} seed {s}")
+    runs = BoundRuns(list(samplers), list(particles), seeds, max_tokens, resample, ess_threshold, min_tokens, tag,
+                     dict(sampler_tags or {}))
+    runs.use(lm=lm, prompt_ids=prompt_ids, potential=potential, twists=samplers, references=references)
 
-                def one_run(n=n, s=s, twist=twist) -> dict:
-                    low = run_smc(lm, prompt_ids, potential, n, max_tokens, twist=twist, seed=s, **kw).log_z
-                    high = conditional_smc(lm, prompt_ids, potential, references[s], n, max_tokens, twist=twist,
-                                           seed=s, **kw).log_z
-                    return {"lower": low, "upper": high}
+    def progress(rec: dict[str, Any] | None) -> None:
+        name, _, n, s = rec["id"].split("|")[-4:] if rec else ("", "", "", "")
+        note(f"{name} N={n} seed {s}" if rec else "recorded run")
 
-                rec = cached(f"{name}|{(sampler_tags or {}).get(name, '')}|{n}|{s}", one_run)
-                lo.append(rec["lower"])
-                up.append(rec["upper"])
-            rows.append(BoundsRow(name, n, Estimate(lo), Estimate(up)))
-    best_lower = max(r.lower.mean for r in rows)
-    best_upper = min(r.upper.mean for r in rows)
-    kls = []
-    for name, twist in samplers.items():
-        note(f"{name} KL")
-        q_run = run_smc(lm, prompt_ids, potential, kl_samples, max_tokens, twist=twist, ess_threshold=0.0, seed=10_007,
-                        min_tokens=min_tokens)
-        s_run = run_smc(lm, prompt_ids, potential, len(references), max_tokens, twist=twist, ess_threshold=0.0,
-                        forced=references, seed=0, min_tokens=min_tokens)
-        e_q = float(q_run.log_weights.mean())
-        e_s = float(s_run.log_weights.mean())
-        kls.append(KLEstimate(name, e_q, e_s, best_upper - e_q, e_s - best_lower, kl_samples, len(references)))
-    return BoundsReport(rows, kls, best_lower, best_upper, seeds, len(references), draws)
+    rows = run_experiment(runs, results, on_item=progress)
+    kls = kl_estimates(lm, prompt_ids, potential, samplers, references, rows, max_tokens, kl_samples, min_tokens, note)
+    return BoundsReport(rows, kls, max(r.lower.mean for r in rows), min(r.upper.mean for r in rows), seeds,
+                        len(references), draws)
 
 
 def plot_bounds(report: BoundsReport, path: str, title: str = "") -> None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hindsight.evaluation.data import dataset_file, read_jsonl
-from hindsight.evaluation.results import ResultFile
-from hindsight.evaluation.stats import wilson_interval
+from hindsight.records.data import dataset_file, read_jsonl
+from hindsight.experiments.runner import Loaders, ModelExperiment
 from hindsight.lm import LanguageModel
+from hindsight.records.stats import wilson_interval
 from hindsight.reverse.citation import attribute, split_sentences
-from hindsight.reverse.scorers import PairScorer
+from hindsight.reverse.scorers import PairScorer, make_scorer
 
 _WORD = re.compile(r"\w+")
 
@@ -76,8 +77,8 @@ def citation_items(data: str | Path | None, limit: int | None, max_sentences: in
                    "gold": gold, "overlap": round(overlap, 4)}
 
 
-def evaluate_item(item: dict[str, Any], lm: LanguageModel, scorers: dict[str, PairScorer],
-                  searches: Sequence[str]) -> dict[str, Any]:
+def cite_item(item: dict[str, Any], lm: LanguageModel, scorers: dict[str, PairScorer],
+              searches: Sequence[str]) -> dict[str, Any]:
     """Every (scorer, search) on one highlight; the record keeps predictions, correctness and cost."""
     results = {}
     for name, scorer in scorers.items():
@@ -95,20 +96,37 @@ def evaluate_item(item: dict[str, Any], lm: LanguageModel, scorers: dict[str, Pa
     return rec
 
 
-def run_citation(items: Sequence[dict[str, Any]], lm: LanguageModel, scorers: dict[str, PairScorer],
-                 searches: Sequence[str], results: ResultFile,
-                 on_item: Callable[[dict[str, Any] | None], None] = lambda r: None) -> None:
-    """Evaluate the items not yet in ``results``, appending each record as soon as it is done."""
-    for item in items:
-        if item["key"] in results:
-            on_item(None)
-            continue
-        rec = evaluate_item(item, lm, scorers, searches)
-        results.append(rec)
-        on_item(rec)
+@dataclass
+class CitationEval(ModelExperiment):
+    """``hindsight eval citation``: every (scorer, search) on each CNN/DM highlight with enough overlap."""
+
+    data: str | None = None
+    limit: int | None = 25
+    max_sentences: int = 8
+    highlights: int = 1
+    min_overlap: float = 0.3
+    scorers: list[str] = field(default_factory=lambda: ["trlm-fo", "forward"])
+    searches: list[str] = field(default_factory=lambda: ["linear", "binary", "exclusion"])
+
+    name = "citation"
+    key_field = "key"
+
+    def items(self) -> list[dict[str, Any]]:
+        return [it for it in citation_items(self.data, self.limit, self.max_sentences, self.highlights)
+                if it["overlap"] >= self.min_overlap]
+
+    def setup(self, loaders: Loaders) -> dict[str, Any]:
+        lm, rev = self.load_models(loaders)
+        return {"lm": lm, "scorers": {n: make_scorer(n, lm, task="citation", reverse_lm=rev) for n in self.scorers}}
+
+    def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        return cite_item(item, self.parts["lm"], self.parts["scorers"], self.searches)
+
+    def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return summarise_citation(records, self.min_overlap)
 
 
-def summarize_citation(records: Sequence[dict[str, Any]], min_overlap: float = 0.0) -> dict[str, Any]:
+def summarise_citation(records: Sequence[dict[str, Any]], min_overlap: float = 0.0) -> dict[str, Any]:
     """Accuracy per (scorer, search) with Wilson intervals, the chance rate, and the mean cost per item."""
     kept = [r for r in records if r["overlap"] >= min_overlap]
     combos = sorted({c for r in kept for c in r["results"]})

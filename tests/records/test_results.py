@@ -3,8 +3,9 @@ import json
 import pytest
 
 from hindsight.errors import HindsightError
-from hindsight.evaluation.results import ResultFile, atomic_write
-from hindsight.evaluation.stats import format_rate, mean_interval, wilson_interval
+from hindsight.infra import atomic_write
+from hindsight.records.results import ResultFile
+from hindsight.records.stats import format_rate, mean_interval, wilson_interval
 
 
 def test_result_file_appends_and_resumes(tmp_path):
@@ -20,7 +21,7 @@ def test_result_file_drops_a_half_written_last_line(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"id": "a"}) + "\n" + '{"id": "b", "v"')
     rf = ResultFile(path)
-    assert list(rf.records) == ["a"]
+    assert rf.keys() == ["a"] and rf.get("a") == {"id": "a"} and [r["id"] for r in rf] == ["a"]
     rf.append({"id": "b", "v": 3})
     lines = path.read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["a", "b"]

@@ -29,7 +29,7 @@ def find_data_root(explicit: str | Path | None = None) -> Path | None:
         cand = d / "shared" / "data"
         if cand.is_dir():
             return cand
-    repo = Path(__file__).resolve().parents[3]  # src/hindsight/evaluation -> checkout root
+    repo = Path(__file__).resolve().parents[3]  # src/hindsight/records -> checkout root
     for d in [repo, *repo.parents][:3]:
         cand = d / "shared" / "data"
         if cand.is_dir():

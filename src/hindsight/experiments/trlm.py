@@ -7,15 +7,16 @@ per-token mean without rescoring, and a rerun resumes (scoring only what is miss
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from hindsight.evaluation.ranking import mrr_at_k, ndcg_at_k, recall_at_k
-from hindsight.evaluation.results import ResultFile
-from hindsight.evaluation.stats import mean_interval, wilson_interval
-from hindsight.reverse.retrieval import BM25Index, truncate_words
-from hindsight.reverse.scorers import PairScorer
+from hindsight.experiments.runner import Loaders, ModelExperiment
+from hindsight.records.data import dataset_file, read_jsonl
+from hindsight.records.ranking import mrr_at_k, ndcg_at_k, recall_at_k
+from hindsight.records.stats import mean_interval, wilson_interval
+from hindsight.reverse.retrieval import BM25Index, read_corpus, truncate_words
 
 PREFERENCE_FILE = ("alpaca_eval", "pairwise_preferences_alpaca7b_vs_text_davinci_003.jsonl")
 SCIFACT = "scifact_retrieval"
@@ -37,32 +38,55 @@ class Row:
                 "low": self.low, "high": self.high}
 
 
-def _missing(rf: ResultFile, key: str, names: Iterable[str]) -> list[str]:
-    rec = rf.records.get(str(key))
-    return [n for n in names if rec is None or n not in rec.get("scores", {})]
+@dataclass
+class _ScorerEval(ModelExperiment):
+    """What both evaluations share: records keyed by ``id`` holding every scorer's raw scores, where a rerun
+    with another scorer scores only that one and keeps the scores already recorded."""
 
+    scorers: list[str] = field(default_factory=list)
 
-def _merge(rf: ResultFile, base: dict[str, Any], new_scores: dict[str, Any]) -> None:
-    old = rf.records.get(str(base["id"]), {})
-    rf.append({**base, "scores": {**old.get("scores", {}), **new_scores}})
+    key_field = "id"
+    task = "answer"
+
+    def pending(self, item: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
+        done = {} if previous is None else previous.get("scores", {})
+        todo = [n for n in self.scorers if n not in done]
+        return {**item, "todo": todo} if previous is None or todo else None
+
+    def merge(self, previous: dict[str, Any] | None, record: dict[str, Any]) -> dict[str, Any]:
+        old = {} if previous is None else previous.get("scores", {})
+        return {**record, "scores": {**old, **record["scores"]}}
+
+    def setup(self, loaders: Loaders) -> dict[str, Any]:
+        return {"scorers": {n: loaders.scorer(n, self.model, self.reverse_model, self.device, self.task)
+                            for n in self.scorers}}
 
 
 # ---- AlpacaEval pairwise preferences ------------------------------------------------------------------------
-def run_preferences(records: Sequence[dict], scorers: dict[str, PairScorer], rf: ResultFile, *,
-                    on_item: Callable[[], None] | None = None) -> None:
-    """Score both outputs of each pair under every scorer (the two outputs in one batched call)."""
-    for rec in records:
-        todo = _missing(rf, rec["id"], scorers)
+@dataclass
+class PreferenceEval(_ScorerEval):
+    """``hindsight eval preferences``: both outputs of each pair under every scorer (one batched call)."""
+
+    scorers: list[str] = field(default_factory=lambda: ["self", "forward", "trlm-fo"])
+    data: str | None = None
+    limit: int | None = None
+
+    name = "preferences"
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(read_jsonl(dataset_file(*PREFERENCE_FILE, self.data), self.limit))
+
+    def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
         new: dict[str, Any] = {}
-        for name in todo:
-            s = scorers[name].score([rec["instruction"]] * 2, [rec["output_1"] or " ", rec["output_2"] or " "])
+        for name in item["todo"]:
+            s = self.parts["scorers"][name].score([item["instruction"]] * 2,
+                                                  [item["output_1"] or " ", item["output_2"] or " "])
             new[name] = [[float(s.total[i]), int(s.tokens[i])] for i in range(2)]
-        if todo:
-            base = {"id": rec["id"], "preference": rec["preference"], "len_1": len(rec["output_1"]),
-                    "len_2": len(rec["output_2"])}
-            _merge(rf, base, new)
-        if on_item:
-            on_item()
+        return {"id": item["id"], "preference": item["preference"], "len_1": len(item["output_1"]),
+                "len_2": len(item["output_2"]), "scores": new}
+
+    def summarise(self, records: list[dict[str, Any]]) -> list[Row]:
+        return summarise_preferences(records, self.scorers)
 
 
 def summarise_preferences(results: Sequence[dict], names: Sequence[str]) -> list[Row]:
@@ -95,23 +119,45 @@ def summarise_preferences(results: Sequence[dict], names: Sequence[str]) -> list
 
 
 # ---- SciFact retrieval ---------------------------------------------------------------------------------------
-def run_retrieval(claims: Sequence[dict], index: BM25Index, scorers: dict[str, PairScorer], rf: ResultFile, *,
-                  top_k: int = 20, max_words: int | None = 200, on_item: Callable[[], None] | None = None) -> None:
-    """BM25 top ``top_k`` per claim, then every scorer's raw scores of those passages (one batched call)."""
-    for claim in claims:
-        hits = index.search(claim["claim"], top_k)
-        todo = _missing(rf, claim["id"], scorers)
-        texts = [truncate_words(p.text, max_words) for p, _ in hits]
+@dataclass
+class RetrievalEval(_ScorerEval):
+    """``hindsight eval retrieval``: BM25 top ``top_k`` per claim, then every scorer's raw scores of those
+    passages (one batched call per scorer)."""
+
+    scorers: list[str] = field(default_factory=lambda: ["forward", "trlm-fo"])
+    data: str | None = None
+    limit: int | None = None
+    top_k: int = 20
+    max_words: int | None = 200
+
+    name = "retrieval"
+    task = "retrieval"
+
+    def claims_path(self) -> Path:
+        return dataset_file(SCIFACT, "claims.jsonl", self.data)
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(read_jsonl(self.claims_path(), self.limit))
+
+    def setup(self, loaders: Loaders) -> dict[str, Any]:
+        parts = super().setup(loaders)
+        parts["index"] = BM25Index(read_corpus(self.claims_path().parent / "corpus.jsonl"))
+        return parts
+
+    def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        hits = self.parts["index"].search(item["claim"], self.top_k)
+        texts = [truncate_words(p.text, self.max_words) for p, _ in hits]
         new: dict[str, Any] = {}
-        for name in todo:
-            s = scorers[name].score([claim["claim"]] * len(texts), texts)
+        for name in item["todo"]:
+            s = self.parts["scorers"][name].score([item["claim"]] * len(texts), texts)
             new[name] = [[float(t), int(k)] for t, k in zip(s.total.tolist(), s.tokens.tolist())]
-        if todo or str(claim["id"]) not in rf:
-            base = {"id": claim["id"], "relevant": [str(d) for d in claim["cited_doc_ids"]],
-                    "bm25": [p.id for p, _ in hits], "top_k": top_k}
-            _merge(rf, base, new)
-        if on_item:
-            on_item()
+        return {"id": item["id"], "relevant": [str(d) for d in item["cited_doc_ids"]],
+                "bm25": [p.id for p, _ in hits], "top_k": self.top_k, "scores": new}
+
+    def summarise(self, records: list[dict[str, Any]]) -> list[Row]:
+        """Only the claims reranked from the same ``top_k`` (a file may hold runs with another one)."""
+        return summarise_retrieval([r for r in records if r.get("top_k") == self.top_k], self.scorers,
+                                   recall_at=sorted({5, 10, self.top_k}))
 
 
 def _ranked(rec: dict, name: str, variant: str) -> list[str]:

@@ -1,0 +1,87 @@
+"""Every check of user input, written once; request classes call these from ``validate``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from hindsight.api.errors import InvalidRequest, blame
+
+REVERSE_SCORERS = ("trlm-ba", "trlm-foba")
+
+
+def at_least(param: str, value: int | float, low: int | float) -> None:
+    if value < low:
+        raise InvalidRequest(param, "{param} " + f"must be at least {low} (got {value}).")
+
+
+def in_range(param: str, value: float, low: float, high: float, *, open_low: bool = False,
+             open_high: bool = False) -> None:
+    """``low <= value <= high``; an open end excludes that bound (NaN always fails)."""
+    ok_low = value > low if open_low else value >= low
+    ok_high = value < high if open_high else value <= high
+    if not (ok_low and ok_high):
+        lb, hb = "(" if open_low else "[", ")" if open_high else "]"
+        raise InvalidRequest(param, "{param} " + f"must be in {lb}{low}, {high}{hb} (got {value}).")
+
+
+def finite(param: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise InvalidRequest(param, "{param} " + f"must be a finite number (got {value}).")
+
+
+def one_of(param: str, value: str, allowed: Sequence[str], what: str | None = None) -> None:
+    if value not in allowed:
+        raise InvalidRequest(param, f"Unknown {what or param} {value!r}; choose one of {', '.join(allowed)}.")
+
+
+def not_empty(param: str, value: str, what: str | None = None) -> None:
+    if not value.strip():
+        raise InvalidRequest(param, f"The {what or param} is empty.")
+
+
+def sampling(*, n: int = 1, max_tokens: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+             top_k: int = 0) -> None:
+    """Sampling settings that cannot work, each named by its request field."""
+    from hindsight.lm.base import sampling_problem
+
+    problem = sampling_problem(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
+    if problem is not None:
+        raise InvalidRequest(*problem)
+
+
+def scorer(name: str, reverse_model: str | None, task: str | None = None, param: str = "scorer") -> None:
+    """A known scorer (``trlm-fo@VARIANT`` a known wording for ``task``), and a reverse model where needed."""
+    from hindsight.reverse.scorers import PROMPT_VARIANTS, SCORERS
+
+    base, _, variant = name.partition("@")
+    if base not in SCORERS:
+        raise InvalidRequest(param, f"Unknown scorer {name!r}; choose one of {', '.join(SCORERS)}.")
+    if variant and task is not None:
+        known = PROMPT_VARIANTS.get(task, {}).get(base, {})
+        if variant not in known:
+            raise InvalidRequest(param, f"Scorer {base} has no prompt variant {variant!r} for {task}; "
+                                        f"known: {', '.join(known) or 'none'}.")
+    if base in REVERSE_SCORERS and reverse_model is None:
+        raise InvalidRequest("reverse_model", f"Scorer {name} needs a reverse-trained model: set " + "{param}.")
+
+
+def scorer_list(names: Sequence[str], reverse_model: str | None, param: str = "scorers",
+                allow_empty: bool = False) -> None:
+    """Every scorer of a list checked before data or models are touched."""
+    if not names and not allow_empty:
+        raise InvalidRequest(param, "{param} is empty.")
+    for name in names:
+        scorer(name, "" if reverse_model is None else reverse_model, param=param)
+    if reverse_model is None and any(n.partition("@")[0] in REVERSE_SCORERS for n in names):
+        raise InvalidRequest("reverse_model", "Scorers trlm-ba / trlm-foba need a reverse-trained model: set "
+                                              "{param}.")
+
+
+def potential_spec(spec: str, param: str = "potential") -> None:
+    """The spec's grammar and kinds, through the one spec parser (arguments are checked when it is built)."""
+    from hindsight.potentials.spec import check_spec
+
+    not_empty(param, spec, "potential spec")
+    with blame(param):
+        check_spec(spec)

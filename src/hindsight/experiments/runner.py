@@ -1,0 +1,173 @@
+"""One item runner for every experiment: resume from the result file, progress, one record per item, summary.
+
+An experiment is an object with a plain JSON-able ``config()``, a list of ``items()`` (each with a unique key),
+``setup(loaders)`` that loads its models once, ``run_item(item) -> record`` (pure once set up) and
+``summarise(records)``. The runner alone touches the result file: it asks the experiment which items still need
+work, hands those to an *executor* and appends each record as it comes back. The default executor runs the
+items in this process, in order; another one (issue 14: Ray actors) may run them elsewhere and yield records
+in any order, because nothing but ``config()`` and the items has to travel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hindsight.errors import HindsightError
+from hindsight.lm.base import LanguageModel
+from hindsight.records.results import ResultFile
+
+Item = dict[str, Any]
+Record = dict[str, Any]
+OnItem = Callable[[Record | None], None]  # called once per item: None for an item resumed from the file
+
+
+def _load_model(name: str | None, device: str | None) -> LanguageModel:
+    from hindsight.lm import load_model
+
+    return load_model(name, device=device)
+
+
+def _load_scorer(name: str, model: str | None, reverse_model: str | None, device: str | None, task: str):
+    """A TRLM pair scorer, loaded the one way every command loads it (the api's runtime)."""
+    from hindsight.api import Runtime
+
+    return Runtime(device=device).scorer(name, task, model, reverse_model)
+
+
+def _load_reverse(spec: str, device: str | None):
+    from hindsight.reverse.models import load_reverse_model
+
+    return load_reverse_model(spec, device=device)
+
+
+@dataclass
+class Loaders:
+    """How ``setup`` obtains models: the CLI passes its own (with progress on stderr), a worker the defaults."""
+
+    model: Callable[[str | None, str | None], LanguageModel] = field(default=_load_model)
+    scorer: Callable[..., Any] = field(default=_load_scorer)
+    reverse: Callable[[str, str | None], Any] = field(default=_load_reverse)
+
+
+class Experiment(ABC):
+    """One evaluation: its items, how to run one, and how to summarise the records.
+
+    Subclasses are dataclasses whose fields are the config; ``parts`` holds what ``setup`` loaded.
+    """
+
+    name: str = "experiment"
+    key_field: str = "key"
+    parts: dict[str, Any] | None = None  # what setup loaded (models, scorers ...): never part of the config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Experiment:
+        """The same experiment rebuilt from ``config()`` (in another process, say)."""
+        return cls(**config)
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this experiment elsewhere, JSON-able (the dataclass fields by default)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def prepare(self, loaders: Loaders | None = None) -> None:
+        """``setup`` once: later calls, and experiments given their parts with ``use``, load nothing."""
+        if self.parts is None:
+            self.parts = self.setup(loaders or Loaders())
+
+    def use(self, **parts: Any) -> Experiment:
+        """Run with parts already loaded (the models a caller holds, stubs in tests) instead of ``setup``."""
+        self.parts = parts
+        return self
+
+    @abstractmethod
+    def items(self) -> list[Item]:
+        """The work, in order; each item carries its unique key under ``key_field``."""
+
+    @abstractmethod
+    def setup(self, loaders: Loaders) -> dict[str, Any]:
+        """Load what ``run_item`` needs (models, scorers ...) and return it; ``prepare`` stores it in ``parts``."""
+
+    @abstractmethod
+    def run_item(self, item: Item) -> Record:
+        """The record of one item (a function of the item once set up)."""
+
+    @abstractmethod
+    def summarise(self, records: list[Record]) -> Any:
+        """The numbers reported for ``records`` (those of ``items()``, in item order), with intervals."""
+
+    def key(self, item: Item) -> str:
+        return str(item[self.key_field])
+
+    def pending(self, item: Item, previous: Record | None) -> Item | None:
+        """The work left for ``item`` given its stored record (None: nothing). Default: run it unless stored."""
+        return item if previous is None else None
+
+    def merge(self, previous: Record | None, record: Record) -> Record:
+        """The record to append, given the stored one (for experiments that add to a record)."""
+        return record
+
+
+@dataclass
+class ModelExperiment(Experiment):
+    """An experiment over a forward model and, optionally, a reverse-trained one (TRLM-Ba / -FoBa)."""
+
+    model: str | None = None
+    reverse_model: str | None = None
+    device: str | None = None
+
+    def load_models(self, loaders: Loaders) -> tuple[LanguageModel, Any]:
+        """The forward model and the reverse one (a ``ReverseModel``; None when not configured)."""
+        rev = loaders.reverse(self.reverse_model, self.device) if self.reverse_model else None
+        return loaders.model(self.model, self.device), rev
+
+
+Executor = Callable[[Experiment, Sequence[Item]], Iterator[tuple[Item, Record]]]
+
+
+def in_process(loaders: Loaders | None = None) -> Executor:
+    """The default executor: set the experiment up here, then run the items one after the other, in order."""
+
+    def execute(experiment: Experiment, items: Sequence[Item]) -> Iterator[tuple[Item, Record]]:
+        experiment.prepare(loaders)
+        for item in items:
+            yield item, experiment.run_item(item)
+
+    return execute
+
+
+def open_results(experiment: Experiment, results: ResultFile | str | Path) -> ResultFile:
+    """The experiment's result file (opened by path, keyed by the experiment's ``key_field``)."""
+    if not isinstance(results, ResultFile):
+        return ResultFile(results, experiment.key_field)
+    if results.key_field != experiment.key_field:
+        raise HindsightError(f"{results.path} is keyed by {results.key_field!r}, but the {experiment.name} "
+                             f"experiment keys its records by {experiment.key_field!r}.")
+    return results
+
+
+def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, on_item: OnItem | None = None,
+                   executor: Executor | None = None, loaders: Loaders | None = None) -> Any:
+    """Run the items not finished in ``results``, appending each record as it comes; return the summary.
+
+    Nothing is set up when every item is already done. An exception in an item stops the run after every
+    record finished before it has been written, so rerunning resumes at that item.
+    """
+    results = open_results(experiment, results)
+    note = on_item or (lambda _rec: None)
+    items, todo = experiment.items(), []
+    for item in items:
+        work = experiment.pending(item, results.get(experiment.key(item)))
+        if work is None:
+            note(None)
+        else:
+            todo.append(work)
+    if todo:
+        for item, record in (executor or in_process(loaders))(experiment, todo):
+            record = experiment.merge(results.get(experiment.key(item)), record)
+            results.append(record)
+            note(record)
+    return experiment.summarise(results.select(experiment.key(it) for it in items))

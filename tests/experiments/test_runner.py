@@ -1,0 +1,155 @@
+"""The item runner: resume skips finished keys, a failing item keeps what finished, the executor hook, merges."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from hindsight.experiments.runner import Experiment, Loaders, in_process, run_experiment
+from hindsight.records.results import ResultFile
+
+
+@dataclass
+class Squares(Experiment):
+    """n items; item i's record holds i*i; ``fail_at`` raises on that item; setups are counted."""
+
+    n: int = 4
+    fail_at: int | None = None
+    ran: list = field(default_factory=list)
+
+    name = "squares"
+
+    def items(self):
+        return [{"key": f"k{i}", "i": i} for i in range(self.n)]
+
+    def setup(self, loaders):
+        return {"model": loaders.model("m", None)}
+
+    def run_item(self, item):
+        if item["i"] == self.fail_at:
+            raise RuntimeError(f"item {item['i']} failed")
+        self.ran.append(item["key"])
+        return {"key": item["key"], "square": item["i"] ** 2, "model": self.parts["model"]}
+
+    def summarise(self, records):
+        return {"n": len(records), "total": sum(r["square"] for r in records)}
+
+
+LOADERS = Loaders(model=lambda name, device: f"loaded {name}")
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_runs_every_item_in_order_and_summarises(tmp_path):
+    seen = []
+    exp = Squares()
+    summary = run_experiment(exp, tmp_path / "r.jsonl", on_item=seen.append, loaders=LOADERS)
+    assert summary == {"n": 4, "total": 0 + 1 + 4 + 9}
+    assert [r["key"] for r in seen] == ["k0", "k1", "k2", "k3"]
+    assert lines(tmp_path / "r.jsonl") == [{"key": f"k{i}", "square": i * i, "model": "loaded m"} for i in range(4)]
+
+
+def test_resume_skips_the_keys_already_in_the_file(tmp_path):
+    path = tmp_path / "r.jsonl"
+    run_experiment(Squares(n=2), path, loaders=LOADERS)
+    seen, exp = [], Squares(n=4)
+    summary = run_experiment(exp, path, on_item=seen.append, loaders=LOADERS)
+    assert exp.ran == ["k2", "k3"]  # only the new keys ran
+    assert seen[:2] == [None, None] and [r["key"] for r in seen[2:]] == ["k2", "k3"]
+    assert summary == {"n": 4, "total": 14} and len(lines(path)) == 4
+
+
+def test_nothing_is_set_up_when_everything_is_done(tmp_path):
+    path = tmp_path / "r.jsonl"
+    run_experiment(Squares(n=3), path, loaders=LOADERS)
+    exp = Squares(n=3)
+    assert run_experiment(exp, path, loaders=Loaders(model=lambda *a: pytest.fail("loaded"))) == \
+        {"n": 3, "total": 5}
+    assert exp.parts is None
+
+
+def test_summary_covers_only_this_runs_items(tmp_path):
+    path = tmp_path / "r.jsonl"
+    run_experiment(Squares(n=4), path, loaders=LOADERS)
+    assert run_experiment(Squares(n=2), path, loaders=LOADERS) == {"n": 2, "total": 1}
+
+
+def test_a_failing_item_keeps_the_finished_records_and_the_rerun_resumes_there(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with pytest.raises(RuntimeError, match="item 2 failed"):
+        run_experiment(Squares(fail_at=2), path, loaders=LOADERS)
+    assert [r["key"] for r in lines(path)] == ["k0", "k1"]  # written before the failure
+    exp = Squares()
+    assert run_experiment(exp, path, loaders=LOADERS)["n"] == 4
+    assert exp.ran == ["k2", "k3"]
+
+
+def test_an_executor_may_run_items_elsewhere_and_out_of_order(tmp_path):
+    """The executor gets the config and the pending items; the runner alone writes the file."""
+    path = tmp_path / "r.jsonl"
+    run_experiment(Squares(n=1), path, loaders=LOADERS)
+    calls = []
+
+    def reversed_elsewhere(experiment, items):
+        calls.append([it["key"] for it in items])
+        remote = Squares.from_config(json.loads(json.dumps(experiment.config())))  # what would travel
+        remote.prepare(Loaders(model=lambda name, device: "remote"))
+        for item in reversed(items):
+            yield item, remote.run_item(item)
+
+    exp = Squares()
+    summary = run_experiment(exp, path, executor=reversed_elsewhere)
+    assert calls == [["k1", "k2", "k3"]] and exp.parts is None  # nothing was loaded here
+    assert [r["key"] for r in lines(path)] == ["k0", "k3", "k2", "k1"]
+    assert summary == {"n": 4, "total": 14}
+    assert ResultFile(path, "key").get("k3")["model"] == "remote"
+
+
+def test_in_process_sets_up_once(tmp_path):
+    loads = []
+    exp = Squares(n=3)
+    ex = in_process(Loaders(model=lambda name, device: loads.append(name) or "m"))
+    assert [r["square"] for _, r in ex(exp, exp.items())] == [0, 1, 4]
+    list(ex(exp, exp.items()))
+    assert loads == ["m"]
+
+
+@dataclass
+class Adds(Squares):
+    """An experiment that adds fields to a stored record (like a new scorer on old results)."""
+
+    field_name: str = "a"
+
+    def pending(self, item, previous):
+        return item if previous is None or self.field_name not in previous else None
+
+    def setup(self, loaders):
+        return {}
+
+    def merge(self, previous, record):
+        return {**(previous or {}), **record}
+
+    def run_item(self, item):
+        return {"key": item["key"], self.field_name: item["i"]}
+
+    def summarise(self, records):
+        return records
+
+
+def test_pending_and_merge_extend_stored_records(tmp_path):
+    path = tmp_path / "r.jsonl"
+    run_experiment(Adds(n=2, field_name="a"), path)
+    records = run_experiment(Adds(n=2, field_name="b"), path)
+    assert records == [{"key": "k0", "a": 0, "b": 0}, {"key": "k1", "a": 1, "b": 1}]
+    assert run_experiment(Adds(n=2, field_name="b").use(), path) == records  # nothing left to run
+
+
+def test_a_result_file_with_another_key_is_one_sentence(tmp_path):
+    from hindsight.errors import HindsightError
+
+    with pytest.raises(HindsightError, match="keyed by 'id'"):
+        run_experiment(Squares(), ResultFile(tmp_path / "r.jsonl", "id"))
