@@ -92,14 +92,12 @@ def test_bad_flags_are_one_sentence(checkpoint):
 
 
 def test_a_registered_twist_is_usable_by_name(lm, tmp_path):
-    from hindsight.serve.methods import load_twists, twist_specs
     from hindsight.twists.checkpoint import save_twist
     from hindsight.twists.heads import make_head
 
     head = make_head("linear", lm.hidden_size, lm.vocab_size)
     save_twist(tmp_path / "t.pt", head, {"model": lm.name})
-    twists = load_twists(lm, twist_specs([f"pos={tmp_path / 't.pt'}"]))
-    with running(lm, twists=twists) as url:
+    with running(lm, twists={"pos": str(tmp_path / "t.pt")}) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4,
                                       extra_body={"hindsight": {"method": "smc", "potential": "keywords:a",

@@ -29,7 +29,7 @@ def serve(
     import uvicorn
 
     from hindsight.serve import ServerConfig, create_app
-    from hindsight.serve.methods import load_twists, twist_specs
+    from hindsight.serve.methods import twist_specs
 
     for name, value in (("--max-queue", max_queue), ("--max-batch-rows", max_batch_rows),
                         ("--max-tokens", max_tokens), ("--method-workers", method_workers),
@@ -40,12 +40,11 @@ def serve(
         raise HindsightError(f"--port must be in 1..65535 (got {port}).")
     specs = twist_specs(twist)
     lm = get_model(model, device)
-    twists = load_twists(lm, specs)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"warning: serving on {host} without --api-key: anyone who can reach it can use it.")
     config = ServerConfig(api_key=api_key or None, max_queue=max_queue, max_batch_rows=max_batch_rows,
                           max_body_bytes=max_body, max_tokens=max_tokens, method_workers=method_workers,
-                          twists=twists)
+                          twists=specs)
     app = create_app(config, lm)
 
     class DrainingServer(uvicorn.Server):

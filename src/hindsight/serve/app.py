@@ -42,7 +42,7 @@ class ServerConfig:
     default_max_tokens: int = 64
     method_workers: int = 1  # best_of_n / smc / rain requests running at once
     retry_after: int = 1  # seconds, in the 429's Retry-After header
-    twists: dict[str, Any] = field(default_factory=dict)  # name -> loaded twist head
+    twists: dict[str, str] = field(default_factory=dict)  # name -> twist file (requests can give only the name)
 
 
 class Server:
@@ -50,6 +50,7 @@ class Server:
 
     def __init__(self, config: ServerConfig, lm: LanguageModel) -> None:
         self.config, self.lm = config, lm
+        self.runtime = methods.runtime_for(lm, config.twists)  # this model and these twists, never a path
         per_thread_counters(lm)  # method threads and the batch thread each count their own forward passes
         self.metrics = Metrics()
         self.scheduler = Scheduler(lm, max_batch_rows=config.max_batch_rows, max_queue=config.max_queue,
@@ -124,16 +125,12 @@ class Server:
                 raise APIError(404, f"The model {p.model!r} does not exist; this server serves {self.lm.name!r}.",
                                param="model", code="model_not_found")
             ids = self.prompt_ids(p)
-            method = methods.method_of(p)
-            if method == "sample":
+            if methods.method_of(p) == "sample":
                 if p.stream and p.logprobs:
                     raise bad("'logprobs' is not available when streaming.", "logprobs", "unsupported_parameter")
-                top_k = p.method.get("top_k", 0)
+                top_k = methods.check_sample(p, self.lm)
                 return await answer_sample(self, request, p, ids, top_k, route, t0)
-            try:
-                runner = methods.prepare(self.lm, p, ids, self.config.twists)
-            except HindsightError as e:
-                raise bad(str(e)) from None
+            runner = methods.prepare(self.lm, p, self.runtime)
             return await answer_method(self, request, p, ids, runner, route, t0)
         except APIError as e:
             self.record(route, e.status, t0)

@@ -36,6 +36,8 @@ def from_library(err: HindsightError) -> APIError:
 
 def failed(err: Exception) -> APIError:
     """A request that passed validation but could not be completed (e.g. a potential returned NaN)."""
+    if isinstance(err, APIError):  # a field found wrong only while running (an unknown twist)
+        return err
     if isinstance(err, HindsightError):
         return APIError(500, f"The request failed: {err}", code="method_failed")
     return APIError(500, f"The request failed: internal error ({type(err).__name__}).", code="internal_error")

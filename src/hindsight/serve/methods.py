@@ -1,8 +1,12 @@
-"""The one place the server reaches the samplers: best-of-N with a (reverse) scorer, SMC and RAIN.
+"""The one place the server reaches the methods: the ``"hindsight"`` object becomes an :mod:`hindsight.api`
+request (which does all the validation) and runs through ``api.run``.
 
-``prepare`` checks a request's ``"hindsight"`` object and returns a function that runs it (on a worker
-thread) and gives back ``{"choices": [...], "hindsight": {...}}``. Plain sampling never comes here: it is
-batched across requests by :mod:`hindsight.serve.scheduler`.
+``prepare`` maps a request's ``"hindsight"`` object plus its OpenAI fields onto the api request type, validates
+it (an :class:`~hindsight.api.InvalidRequest` becomes a 400 naming the OpenAI field, or ``hindsight.<field>``)
+and returns a function that runs it on a worker thread, giving back ``{"choices": [...], "hindsight": {...}}``.
+What is checked here is only what the OpenAI face adds: which fields may combine (``stream``, ``stop``, ``n``),
+and resource bounds a server puts on a request. Plain sampling is checked here too (``GenerateRequest``) but
+runs in the shared batch (:mod:`hindsight.serve.scheduler`).
 """
 
 from __future__ import annotations
@@ -13,65 +17,92 @@ from typing import Any
 
 import torch
 
+from hindsight.api import REQUESTS, InvalidRequest, Request, Runtime, run
 from hindsight.errors import HindsightError
 from hindsight.lm.base import LanguageModel
-from hindsight.serve.errors import bad
+from hindsight.serve.errors import APIError, bad
 from hindsight.serve.schemas import Parsed
 
-METHODS = ("sample", "best_of_n", "smc", "rain")
-SETTINGS = {
-    "sample": {"top_k": int},
-    "best_of_n": {"scorer": str, "candidates": int, "mean": bool},
-    "smc": {"potential": str, "particles": int, "twist": str, "resample": str, "ess_threshold": float,
-            "min_tokens": int},
-    "rain": {"evaluator": str, "task": str, "max_iters": int, "min_visits": int, "value_threshold": float,
-             "value_rule": str},
-}
-LIMITS = {"candidates": (1, 64), "particles": (1, 256), "max_iters": (1, 200), "min_visits": (0, 200),
-          "min_tokens": (0, 4096), "top_k": (0, 1_000_000)}
+METHODS = {"sample": "generate", "best_of_n": "rerank", "smc": "smc", "rain": "rain"}  # hindsight -> api
+RENAMED = {"best_of_n": {"candidates": "n"}}  # a setting whose api name clashes with an OpenAI field
+OWNED = {"prompt", "model", "max_tokens", "seed", "raw", "stop", "temperature", "top_p", "tree", "reverse_model",
+         "n"}  # api fields the OpenAI body sets (a hindsight object may not)
+BOUNDS = {"candidates": 64, "particles": 256, "max_iters": 200}  # what one request may cost on this server
 TWIST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 Runner = Callable[[Callable[[str], None] | None], dict[str, Any]]
 
 
 def method_of(p: Parsed) -> str:
-    """The requested method (``sample`` without a hindsight object), its settings checked for type."""
     m = p.method.get("method", "sample")
-    if m not in METHODS:
+    if not isinstance(m, str) or m not in METHODS:
         raise bad(f"Unknown method {m!r}; choose one of {', '.join(METHODS)}.", "hindsight.method")
-    allowed = SETTINGS[m]
-    for key, value in p.method.items():
-        if key == "method":
-            continue
-        if key not in allowed:
-            raise bad(f"Method {m} has no setting {key!r} (it takes {', '.join(allowed) or 'none'}).",
-                      f"hindsight.{key}", "unknown_parameter")
-        _check_type(key, value, allowed[key])
     return m
 
 
-def _check_type(key: str, value: Any, kind: type) -> None:
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok:
-        raise bad(f"hindsight.{key} must be {'a number' if kind is float else kind.__name__}.", f"hindsight.{key}",
-                  "invalid_type")
-    if key in LIMITS and not LIMITS[key][0] <= value <= LIMITS[key][1]:
-        lo, hi = LIMITS[key]
-        raise bad(f"hindsight.{key} must be between {lo} and {hi} (got {value}).", f"hindsight.{key}")
+def openai_param(param: str, method: str, kind: str) -> str:
+    """The OpenAI-side name of an api request field."""
+    back = {v: k for k, v in RENAMED.get(method, {}).items()}
+    if param in back:
+        return f"hindsight.{back[param]}"
+    if param == "prompt":
+        return "messages" if kind == "chat" else "prompt"
+    if param in OWNED:
+        return param
+    return f"hindsight.{param}"
 
 
-def _user_text(p: Parsed, method: str) -> str:
-    """best_of_n and RAIN score and answer one user message (their scorers need its text)."""
+def invalid(e: InvalidRequest, method: str, kind: str) -> APIError:
+    name = openai_param(e.param, method, kind)
+    return bad(str(e.renamed(name)), name)
+
+
+def build(p: Parsed, lm: LanguageModel, text: str) -> tuple[str, Request]:
+    """The api request for ``p`` (validated): the hindsight settings plus the OpenAI fields they go with."""
+    method = method_of(p)
+    settings = {k: v for k, v in p.method.items() if k != "method"}
+    for key, value in settings.items():
+        if key in OWNED:
+            raise bad(f"hindsight.{key} is set by the OpenAI request itself, not inside 'hindsight'.",
+                      f"hindsight.{key}", "unknown_parameter")
+        if key in BOUNDS and isinstance(value, int) and value > BOUNDS[key]:
+            raise bad(f"hindsight.{key} can be at most {BOUNDS[key]} on this server (got {value}).",
+                      f"hindsight.{key}")
+    d: dict[str, Any] = {RENAMED.get(method, {}).get(k, k): v for k, v in settings.items()}
+    d.update(method=METHODS[method], prompt=text, max_tokens=p.max_tokens, seed=p.seed, model=lm.name)
+    if method in ("sample", "smc"):
+        d["raw"] = p.kind == "completion"
+    if method == "sample":
+        d.update(n=p.n, temperature=p.temperature, top_p=p.top_p, stop=p.stop)
+    if method == "best_of_n" and "temperature" in p.explicit:
+        d["temperature"] = p.temperature
+    if method == "smc" and isinstance(d.get("twist"), str) and (not TWIST_NAME.fullmatch(d["twist"])
+                                                               or ".." in d["twist"]):
+        raise bad("hindsight.twist must be the name of a twist registered at start-up, not a path.",
+                  "hindsight.twist")
+    try:
+        return method, REQUESTS[METHODS[method]].from_dict(d)
+    except InvalidRequest as e:
+        raise invalid(e, method, p.kind) from None
+
+
+def prompt_text(p: Parsed, method: str) -> str:
+    """The api requests take one prompt text: a completions prompt, or the one user message of a chat."""
     if p.kind != "chat":
-        raise bad(f"Method {method} answers a user message: use /v1/chat/completions.", "hindsight.method")
+        if method in ("best_of_n", "rain"):
+            raise bad(f"Method {method} answers a user message: use /v1/chat/completions.", "hindsight.method")
+        return p.prompt
+    if method == "sample":
+        return "\n".join(m["content"] for m in p.prompt)  # for the checks only: sampling reads the whole chat
     if len(p.prompt) != 1 or p.prompt[0]["role"] != "user":
         raise bad(f"Method {method} takes exactly one user message.", "messages")
     return p.prompt[0]["content"]
 
 
-def _refuse_sampling_fields(p: Parsed, method: str) -> None:
+def _face_rules(p: Parsed, method: str) -> None:
+    """Which OpenAI fields combine with which method (the api knows nothing of streams or choices)."""
+    if method == "sample":
+        return
     for key in ("stop", "logprobs", "top_logprobs"):
         if key in p.explicit and getattr(p, key):
             raise bad(f"'{key}' is not supported with method {method}.", key, "unsupported_parameter")
@@ -83,156 +114,107 @@ def _refuse_sampling_fields(p: Parsed, method: str) -> None:
     if method != "rain" and p.stream:
         raise bad(f"Streaming is not available for {method}: its answer is known only when every candidate has "
                   "been scored (RAIN streams each committed piece).", "stream", "unsupported_parameter")
+    if method == "rain" and p.n != 1:
+        raise bad("RAIN answers with one response: n must be 1.", "n")
+    if method == "best_of_n" and p.n > p.method.get("candidates", 16):
+        raise bad(f"n ({p.n}) cannot exceed hindsight.candidates.", "n")
 
 
-def prepare(lm: LanguageModel, p: Parsed, prompt_ids: list[int], twists: dict[str, Any]) -> Runner:
+def check_sample(p: Parsed, lm: LanguageModel) -> int:
+    """Plain sampling through ``GenerateRequest``'s checks; returns its ``top_k``."""
+    _, req = build(p, lm, prompt_text(p, "sample"))
+    return req.top_k
+
+
+def prepare(lm: LanguageModel, p: Parsed, runtime: Runtime) -> Runner:
     """Check a method request fully (before it waits in a queue) and return what runs it."""
     method = method_of(p)
-    _refuse_sampling_fields(p, method)
-    s = p.method
-    if method == "best_of_n":
-        return _best_of_n(lm, p, _user_text(p, method), s)
-    if method == "smc":
-        return _smc(lm, p, prompt_ids, s, twists)
-    if method == "rain":
-        if p.n != 1:
-            raise bad("RAIN answers with one response: n must be 1.", "n")
-        return _rain(lm, p, _user_text(p, method), s)
-    raise bad("Plain sampling is not a method request.", "hindsight.method")
+    _face_rules(p, method)
+    _, req = build(p, lm, prompt_text(p, method))
+
+    def go(on_text: Callable[[str], None] | None) -> dict[str, Any]:
+        before = lm.counters.snapshot()
+        try:
+            result = _rain_streaming(lm, req, on_text) if on_text is not None else run(req, runtime)
+        except InvalidRequest as e:  # found while running (an unknown twist): still that field's fault
+            raise invalid(e, method, p.kind) from None
+        return ANSWERS[method](lm, p, result, lm.counters.since(before))
+
+    return go
 
 
-def _library(param: str, fn: Callable[[], Any]) -> Any:
-    """Build something a request names (a scorer, a potential): its errors are that field's 400."""
+def _rain_streaming(lm: LanguageModel, req: Any, on_text: Callable[[str], None]) -> dict[str, Any]:
+    """RAIN (a validated ``RainRequest``) with each commit reported as it happens: RAIN hints its evaluator
+    after every commit, so that hint is the hook. ``api.run`` has no such hook; this mirrors its RAIN runner."""
+    from hindsight.potentials.self_eval import make_evaluator
+    from hindsight.samplers.rain import Rain, RainConfig
+
+    cfg = RainConfig.for_task(req.task, max_tokens=req.max_tokens, max_iters=req.max_iters,
+                              min_visits=req.min_visits, value_threshold=req.value_threshold, seed=req.seed)
     try:
-        return fn()
+        ev = make_evaluator(req.evaluator, lm, req.task, req.value_rule)
     except HindsightError as e:
-        raise bad(str(e), param) from None
+        raise InvalidRequest("evaluator", str(e)) from None
+    hint = ev.hint_prefix
+
+    def committed(prompt: str, so_far: str) -> None:
+        on_text(so_far)
+        hint(prompt, so_far)
+
+    ev.hint_prefix = committed
+    res = Rain(lm, ev, cfg).run(req.prompt)
+    return {"text": res.text, "tokens": res.tokens, "finish_reason": res.finish_reason, "value": res.value,
+            "iterations": res.iterations, "evaluator": ev.name, "steps": res.as_dict()["steps"]}
 
 
 def _eos_free(tokens: list[int], lm: LanguageModel) -> list[int]:
     return [t for t in tokens if t not in lm.eos_token_ids]
 
 
-def _best_of_n(lm: LanguageModel, p: Parsed, text: str, s: dict) -> Runner:
-    from hindsight.reverse.rerank import best_of_n
-    from hindsight.reverse.scorers import make_scorer
-
-    k = s.get("candidates", 16)
-    if p.n > k:
-        raise bad(f"n ({p.n}) cannot exceed hindsight.candidates ({k}).", "n")
-    name = s.get("scorer", "trlm-fo")
-    scorer = _library("hindsight.scorer", lambda: make_scorer(name, lm))
-    temperature = p.temperature if "temperature" in p.explicit else 0.8  # the paper's setting
-
-    def run(_on_text) -> dict[str, Any]:
-        before = lm.counters.snapshot()
-        res = best_of_n(lm, text, scorer, n=k, temperature=temperature, max_tokens=p.max_tokens, seed=p.seed,
-                        normalise=bool(s.get("mean", False)))
-        order = sorted(range(k), key=lambda i: -res.candidates[i]["score"])[: p.n]
-        choices = []
-        for i in order:
-            c = res.candidates[i]
-            ids = _eos_free(lm.encode(c["text"]), lm) if c["text"] else []
-            choices.append({"text": c["text"], "count": c["tokens"] - (c["finish_reason"] == "eos"), "ids": ids,
-                            "finish_reason": "length" if c["finish_reason"] == "length" else "stop"})
-        info = {"method": "best_of_n", "scorer": name, "candidates": [
-            {"text": c["text"], "score": c["score"], "logprob": c["logprob"]} for c in res.candidates],
-            "choices": [{"candidate": i, "score": res.candidates[i]["score"]} for i in order],
-            **_cost(lm, before)}
-        return {"choices": choices, "hindsight": info}
-
-    return run
-
-
-def _cost(lm: LanguageModel, before) -> dict[str, Any]:
-    spent = lm.counters.since(before)
+def _cost(spent) -> dict[str, Any]:
     return {"forward_passes": spent.forward_passes, "tokens_computed": spent.tokens}
 
 
-def _smc(lm: LanguageModel, p: Parsed, ids: list[int], s: dict, twists: dict[str, Any]) -> Runner:
-    from hindsight.potentials import parse_potential
-    from hindsight.samplers.resampling import get_scheme
-    from hindsight.samplers.smc import run_smc
-
-    if "potential" not in s:
-        raise bad("Method smc needs hindsight.potential (e.g. \"sentiment:positive\").", "hindsight.potential",
-                  "missing_required_parameter")
-    head, name = None, s.get("twist")
-    if name is not None:
-        if not TWIST_NAME.fullmatch(name) or ".." in name:
-            raise bad("hindsight.twist must be the name of a twist registered at start-up, not a path.",
-                      "hindsight.twist")
-        if name not in twists:
-            known = ", ".join(sorted(twists)) or "none"
-            raise bad(f"Unknown twist {name!r}; this server has: {known}.", "hindsight.twist")
-        head = twists[name]
-    particles = s.get("particles", 16)
-    resample, ess = s.get("resample", "systematic"), float(s.get("ess_threshold", 0.5))
-    _library("hindsight.resample", lambda: get_scheme(resample))
-    if not 0 <= ess <= 1:
-        raise bad(f"hindsight.ess_threshold must be in [0, 1] (got {ess}).", "hindsight.ess_threshold")
-    min_tokens = s.get("min_tokens", 0)
-    if min_tokens > p.max_tokens:
-        raise bad("hindsight.min_tokens cannot exceed max_tokens.", "hindsight.min_tokens")
-    pot = _library("hindsight.potential", lambda: parse_potential(s["potential"], lm=lm, prompt_ids=ids))
-
-    def run(_on_text) -> dict[str, Any]:
-        before = lm.counters.snapshot()
-        res = run_smc(lm, ids, pot, particles, p.max_tokens, twist=head, resample=resample, ess_threshold=ess,
-                      seed=p.seed, min_tokens=min_tokens)
-        gen = torch.Generator().manual_seed(p.seed if p.seed is not None else 0)
-        picks = res.draw(p.n, generator=gen)
-        choices = []
-        for k in picks:
-            seq = res.sequences[k]
-            body = _eos_free(seq, lm)
-            choices.append({"text": res.texts[k], "count": len(body), "ids": body,
-                            "finish_reason": "stop" if len(body) < len(seq) else "length"})
-        info = {"method": "smc", "potential": pot.name, "twist": name, "log_z": res.log_z,
-                "ess": [round(e, 4) for e in res.ess],
-                "resampled_steps": [t for t, r in enumerate(res.resampled) if r],
-                "particles": [{"text": t, "weight": float(w), "log_phi": float(lp)}
-                              for t, w, lp in zip(res.texts, res.weights, res.log_phi)],
-                "choices": [{"particle": k, "weight": float(res.weights[k])} for k in picks],
-                **_cost(lm, before)}
-        return {"choices": choices, "hindsight": info}
-
-    return run
+def _best_of_n(lm, p: Parsed, res: dict, spent) -> dict[str, Any]:
+    cands = res["candidates"]
+    order = sorted(range(len(cands)), key=lambda i: -(cands[i]["score"] if cands[i]["score"] is not None
+                                                      else float("-inf")))[: p.n]
+    choices = [{"text": cands[i]["text"], "count": cands[i]["tokens"] - (cands[i]["finish_reason"] == "eos"),
+                "finish_reason": "length" if cands[i]["finish_reason"] == "length" else "stop"} for i in order]
+    info = {"method": "best_of_n", "scorer": res["scorer"],
+            "candidates": [{"text": c["text"], "score": c["score"], "logprob": c["logprob"]} for c in cands],
+            "choices": [{"candidate": i, "score": cands[i]["score"]} for i in order], **_cost(spent)}
+    return {"choices": choices, "hindsight": info}
 
 
-def _rain(lm: LanguageModel, p: Parsed, text: str, s: dict) -> Runner:
-    from hindsight.evaluation.rain_eval import make_rain_evaluator
-    from hindsight.samplers.rain import Rain, RainConfig
+def _smc(lm, p: Parsed, res: dict, spent) -> dict[str, Any]:
+    samples = res["samples"]
+    weights = torch.tensor([s["weight"] for s in samples], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(p.seed if p.seed is not None else 0)
+    picks = torch.multinomial(weights, p.n, replacement=True, generator=gen).tolist()
+    choices = []
+    for k in picks:
+        seq = samples[k]["tokens"]
+        body = _eos_free(seq, lm)
+        choices.append({"text": samples[k]["text"], "count": len(body),
+                        "finish_reason": "stop" if len(body) < len(seq) else "length"})
+    info = {"method": "smc", "potential": res["potential"], "twist": res["twist"], "log_z": res["log_z"],
+            "ess": res["ess"], "resampled_steps": res["resampled_steps"],
+            "particles": [{"text": s["text"], "weight": s["weight"], "log_phi": s["log_phi"]} for s in samples],
+            "choices": [{"particle": k, "weight": samples[k]["weight"]} for k in picks], **_cost(spent)}
+    return {"choices": choices, "hindsight": info}
 
-    task = s.get("task", "harmless")
-    cfg = _library("hindsight.task", lambda: RainConfig.for_task(
-        task, max_tokens=p.max_tokens, max_iters=s.get("max_iters"), min_visits=s.get("min_visits"),
-        value_threshold=s.get("value_threshold"), seed=p.seed))
-    _library("hindsight.max_iters", cfg.check)
-    rule = s.get("value_rule", "vote")
-    if rule not in ("vote", "soft"):
-        raise bad(f"Unknown value rule {rule!r}; choose vote or soft.", "hindsight.value_rule")
-    spec = s.get("evaluator", "self")
-    ev = _library("hindsight.evaluator", lambda: make_rain_evaluator(spec, lm, task, value_rule=rule))
 
-    def run(on_text) -> dict[str, Any]:
-        if on_text is not None:  # stream each committed piece: RAIN hints its evaluator after every commit
-            hint = ev.hint_prefix
+def _rain(lm, p: Parsed, res: dict, spent) -> dict[str, Any]:
+    body = _eos_free(res["tokens"], lm)
+    choice = {"text": res["text"], "count": len(body),
+              "finish_reason": "length" if res["finish_reason"] == "length" else "stop"}
+    info = {"method": "rain", "evaluator": res["evaluator"], "value": res["value"], "iterations": res["iterations"],
+            "steps": res["steps"], **_cost(spent)}
+    return {"choices": [choice], "hindsight": info}
 
-            def committed(prompt: str, so_far: str) -> None:
-                on_text(so_far)
-                hint(prompt, so_far)
 
-            ev.hint_prefix = committed
-        res = Rain(lm, ev, cfg).run(text)
-        body = _eos_free(res.tokens, lm)
-        choice = {"text": res.text, "count": len(body), "ids": body,
-                  "finish_reason": "length" if res.finish_reason == "length" else "stop"}
-        info = {"method": "rain", "evaluator": ev.name, "value": res.value, "iterations": res.iterations,
-                "steps": res.steps, "forward_passes": res.forward_passes, "tokens_computed": res.tokens_computed}
-        return {"choices": [choice], "hindsight": info}
-
-    return run
+ANSWERS = {"best_of_n": _best_of_n, "smc": _smc, "rain": _rain}
 
 
 def twist_specs(specs: list[str]) -> dict[str, str]:
@@ -250,8 +232,10 @@ def twist_specs(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def load_twists(lm: LanguageModel, specs: dict[str, str]) -> dict[str, Any]:
-    """Each registered twist loaded once (``torch.load(weights_only=True)``) and checked against ``lm``."""
-    from hindsight.twists.checkpoint import load_twist
-
-    return {name: load_twist(path, device=lm.device, lm=lm)[0] for name, path in specs.items()}
+def runtime_for(lm: LanguageModel, twists: dict[str, str]) -> Runtime:
+    """The server's runtime: this one model and the registered twists, never a path from a request. Each twist is
+    loaded once here so that a file that does not fit the model stops the server at start-up."""
+    rt = Runtime(allow_paths=False, models={lm.name: lm}, twists=twists)
+    for name in twists:
+        rt.twist(name, lm)
+    return rt
