@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--smc-tokens", type=int, default=24)
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each line as it is measured (a run takes minutes)
     import openai
 
     sys.path.insert(0, str(ROOT / "src"))
