@@ -73,7 +73,7 @@ def test_sigterm_finishes_running_requests_then_exits(checkpoint):
         assert out["rest"].rstrip().endswith("data: [DONE]")  # the running request was finished
         chunks = [json.loads(e[6:]) for e in out["rest"].split("\n\n") if e.startswith("data: {")]
         assert chunks[-1]["choices"][0]["finish_reason"] == "length"
-        assert proc.wait(300) == 0
+        assert proc.wait(300) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
         with pytest.raises(OSError):
             raw.get("/health")
     finally:
