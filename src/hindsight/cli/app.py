@@ -79,9 +79,9 @@ def _flags_without_metavar() -> None:
 
 
 def _register() -> None:
-    from hindsight.cli import data, generate, rain, reverse_apps, reverse_eval, reverse_train, scoring, smc
+    from hindsight.cli import data, generate, rain, reverse_apps, reverse_eval, reverse_train, scoring, serve, smc
 
-    for module in (generate, smc, scoring, reverse_train, reverse_eval, reverse_apps, rain, data):
+    for module in (generate, smc, scoring, reverse_train, reverse_eval, reverse_apps, rain, data, serve):
         module.register(app, eval_app)
 
 
