@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, err, flag_errors, out, print_json,
-                                  progress_bar)
+from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, err, flag_errors, out, print_json
+from hindsight.cli.scale import GPUS_OPTION, RAY_ADDRESS_OPTION, WORKERS_OPTION, run_items, scale_of
 from hindsight.cli.scoring import REVERSE_MODEL_OPTION, build_scorer
 from hindsight.errors import HindsightError
+from hindsight.lm import DEFAULT_MODEL
 
 DATA_OPTION = typer.Option(None, "--data", help="The data folder (default: shared/data) or the dataset file.")
 LIMIT_OPTION = typer.Option(None, "--limit", help="Use the first N items only.")
@@ -35,19 +36,25 @@ def preferences(
     model: str = MODEL_OPTION,
     reverse_model: str = REVERSE_MODEL_OPTION,
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """How often each scorer prefers the output GPT-4 preferred (AlpacaEval 1 pairs), beside baselines."""
     from hindsight.experiments.trlm import PREFERENCE_FILE, PreferenceEval
     from hindsight.records.data import dataset_file
 
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     exp = PreferenceEval(scorers=_check_names(scorers, reverse_model), data=data, limit=limit, model=model,
                          reverse_model=reverse_model, device=device)
     path = dataset_file(*PREFERENCE_FILE, data)
-    exp.prepare(_loaders())
-    rows, n = _run(exp, out_file)
+    if not scale.distributed:
+        exp.prepare(_loaders())
+    rows, n = _run(exp, out_file, scale)
+    model_name = next(iter(exp.parts["scorers"].values())).lm.name if exp.parts else (model or DEFAULT_MODEL)
     _table(f"AlpacaEval pairwise preference agreement ({n} pairs, draws excluded)", rows, json_out,
-           {"data": str(path), "out": out_file, "model": next(iter(exp.parts["scorers"].values())).lm.name})
+           {"data": str(path), "out": out_file, "model": model_name})
 
 
 def retrieval(
@@ -60,6 +67,9 @@ def retrieval(
     model: str = MODEL_OPTION,
     reverse_model: str = REVERSE_MODEL_OPTION,
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """SciFact: BM25 alone vs reranking its top K by each scorer (NDCG@10, MRR@10, Recall@K)."""
@@ -67,26 +77,25 @@ def retrieval(
 
     if top_k < 1:
         raise HindsightError(f"--top-k must be at least 1 (got {top_k}).")
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     exp = RetrievalEval(scorers=_check_names(scorers, reverse_model, allow_none=True), data=data, limit=limit,
                         top_k=top_k, max_words=max_words, model=model, reverse_model=reverse_model, device=device)
     claims_path = exp.claims_path()
-    with err.status("Loading the scorers and indexing the SciFact corpus with BM25..."):
-        exp.prepare(_loaders())
-    rows, n = _run(exp, out_file, lambda rec: rec.get("top_k") == top_k)
+    if not scale.distributed:
+        with err.status("Loading the scorers and indexing the SciFact corpus with BM25..."):
+            exp.prepare(_loaders())
+    rows, n = _run(exp, out_file, scale, lambda rec: rec.get("top_k") == top_k)
     _table(f"SciFact retrieval: BM25 top {top_k} reranked ({n} claims)", rows, json_out,
            {"data": str(claims_path.parent), "out": out_file, "top_k": top_k})
 
 
-def _run(exp, out_file: str, counts=lambda rec: True) -> tuple[list, int]:
+def _run(exp, out_file: str, scale, counts=lambda rec: True) -> tuple[list, int]:
     """The experiment on the shared runner under a progress bar: its rows and how many records they cover."""
-    from hindsight.experiments.runner import run_experiment
+    from hindsight.experiments.runner import completed
     from hindsight.records.results import ResultFile
 
-    rf = ResultFile(out_file, exp.key_field)
-    items = exp.items()
-    with progress_bar(exp.name, len(items)) as (prog, task):
-        rows = run_experiment(exp, rf, on_item=lambda rec: prog.advance(task))
-    return rows, sum(counts(rec) for rec in rf.select(it["id"] for it in items))
+    rows = run_items(exp, out_file, scale, loaders=_loaders())
+    return rows, sum(counts(rec) for rec in completed(exp, ResultFile(out_file, exp.key_field), exp.items()))
 
 
 def _check_names(spec: str, reverse_model, allow_none: bool = False) -> list[str]:

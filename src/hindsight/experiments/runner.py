@@ -24,6 +24,7 @@ from hindsight.records.results import ResultFile
 Item = dict[str, Any]
 Record = dict[str, Any]
 OnItem = Callable[[Record | None], None]  # called once per item: None for an item resumed from the file
+FAILED = "failed"  # a record with this field is an item an executor gave up on (the reason); reruns retry it
 
 
 def _load_model(name: str | None, device: str | None) -> LanguageModel:
@@ -139,6 +140,31 @@ def in_process(loaders: Loaders | None = None) -> Executor:
     return execute
 
 
+def failure(experiment: Experiment, item: Item, reason: str) -> Record:
+    """The record of an item that could not be run (its worker kept dying): summaries skip it, reruns retry it."""
+    return {experiment.key_field: item[experiment.key_field], FAILED: reason}
+
+
+def usable(record: Record | None) -> Record | None:
+    """The stored record as experiments see it: a failure stands for the record it was appended over."""
+    if record is None or FAILED not in record:
+        return record
+    return record.get("before")
+
+
+def completed(experiment: Experiment, results: ResultFile, items: Sequence[Item]) -> list[Record]:
+    """The usable records of ``items`` in ``results``, in item order (missing and failed ones left out)."""
+    stored = (usable(r) for r in results.select(experiment.key(it) for it in items))
+    return [r for r in stored if r is not None]
+
+
+def _record(experiment: Experiment, previous: Record | None, record: Record) -> Record:
+    """What to append for ``record``: merged with the usable stored record, or a failure that keeps it."""
+    if FAILED in record:
+        return record if previous is None else {**record, "before": previous}
+    return experiment.merge(previous, record)
+
+
 def open_results(experiment: Experiment, results: ResultFile | str | Path) -> ResultFile:
     """The experiment's result file (opened by path, keyed by the experiment's ``key_field``)."""
     if not isinstance(results, ResultFile):
@@ -154,20 +180,22 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
     """Run the items not finished in ``results``, appending each record as it comes; return the summary.
 
     Nothing is set up when every item is already done. An exception in an item stops the run after every
-    record finished before it has been written, so rerunning resumes at that item.
+    record finished before it has been written, so rerunning resumes at that item. A failure record (an item
+    an executor gave up on, see :func:`failure`) is appended and passed to ``on_item`` like any other, left out
+    of the summary, and retried by the next run.
     """
     results = open_results(experiment, results)
     note = on_item or (lambda _rec: None)
     items, todo = experiment.items(), []
     for item in items:
-        work = experiment.pending(item, results.get(experiment.key(item)))
+        work = experiment.pending(item, usable(results.get(experiment.key(item))))
         if work is None:
             note(None)
         else:
             todo.append(work)
     if todo:
         for item, record in (executor or in_process(loaders))(experiment, todo):
-            record = experiment.merge(results.get(experiment.key(item)), record)
+            record = _record(experiment, usable(results.get(experiment.key(item))), record)
             results.append(record)
             note(record)
-    return experiment.summarise(results.select(experiment.key(it) for it in items))
+    return experiment.summarise(completed(experiment, results, items))
