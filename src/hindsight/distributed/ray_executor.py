@@ -59,13 +59,18 @@ class RayExecutor:
         """Join the running Ray (this process's, or ``address``) or start a local one; True if started here."""
         if ray.is_initialized():
             return False
-        if self.scale.address:
-            ray.init(address=self.scale.address, logging_level="ERROR", log_to_driver=False)
-            return False
-        cpus = max(1, math.ceil((self.scale.workers or 1) * self.scale.cpus_per_worker))
-        path = os.pathsep.join(p for p in sys.path if p)  # the workers import what this process imports
-        ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        try:
+            if self.scale.address:
+                ray.init(address=self.scale.address, logging_level="ERROR", log_to_driver=False)
+                return False
+            cpus = max(1, math.ceil((self.scale.workers or 1) * self.scale.cpus_per_worker))
+            path = os.pathsep.join(p for p in sys.path if p)  # the workers import what this process imports
+            ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}})
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception when its node times out starting
+            where = f"the Ray cluster at {self.scale.address}" if self.scale.address else "a local Ray"
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise HindsightError(f"Could not start or join {where}: {first}") from None
         return True
 
     def _fit(self, ray: Any) -> int:
