@@ -95,3 +95,19 @@ def test_ray_is_not_imported_unless_asked(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("command", [
+    ["eval", "preferences"], ["eval", "retrieval"], ["eval", "citation"], ["eval", "jailbreak"],
+    ["eval", "rain-hh"], ["eval", "rain-truthfulqa"], ["bounds", "-p", "toxicity", "--prompt", "hi"],
+])
+def test_every_command_answers_workers_without_ray_in_one_line(command, monkeypatch, capsys, tmp_path):
+    """Checked before any data or model is read: exit 2 and one line naming the extra."""
+    from hindsight.cli.app import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setattr(sys, "argv", ["hindsight", *command, "--workers", "2", "--out", str(tmp_path / "o.jsonl")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and 'pip install "hindsight[ray]"' in err

@@ -131,7 +131,7 @@ class _Run:
     def records(self) -> Iterator[tuple[Item, Record]]:
         for slot in range(self.ex.workers):
             self.spawn(slot)
-        while self.calls or self.queue:
+        while self.queue or any(batch is not None for _, _, batch in self.calls.values()):
             self.fill()
             if not self.calls:
                 raise HindsightError("Every Ray worker died while loading its models; see the Ray logs "
@@ -163,8 +163,8 @@ class _Run:
         """An actor died: replace it (once per death), re-queue its items, fail those out of retries."""
         reason = _reason(e)
         if gen == self.generation[slot]:
+            self.load_deaths[slot] += slot not in self.ready  # it died before it had loaded its models
             self.ready.discard(slot)
-            self.load_deaths[slot] += batch is None
             if self.load_deaths[slot] > self.s.retries:
                 self.ex.actors[slot] = None  # this slot keeps dying while loading: give it up
             else:

@@ -194,8 +194,12 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
         else:
             todo.append(work)
     if todo:
-        for item, record in (executor or in_process(loaders))(experiment, todo):
-            record = _record(experiment, usable(results.get(experiment.key(item))), record)
-            results.append(record)
-            note(record)
+        stream = (executor or in_process(loaders))(experiment, todo)
+        try:
+            for item, record in stream:
+                record = _record(experiment, usable(results.get(experiment.key(item))), record)
+                results.append(record)
+                note(record)
+        finally:  # an executor that holds workers stops them now, not when the generator is collected
+            getattr(stream, "close", lambda: None)()
     return experiment.summarise(completed(experiment, results, items))
