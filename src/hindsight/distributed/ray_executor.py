@@ -100,7 +100,10 @@ class _Run:
         self.config = experiment.config()
         self.queue: deque[Item] = deque(items)
         self.deaths: Counter[str] = Counter()  # item key -> actors that died holding it
-        self.calls: dict[Any, tuple[int, int, list[Item] | None]] = {}  # ref -> (slot, generation, batch or prepare)
+        self.calls: dict[Any, tuple[int, int, list[Item] | None, int]] = {}  # ref -> (slot, generation, batch
+        # or None for the model loading, sequence number)
+        self.sent = 0
+        self.running: dict[tuple[int, int], int] = {}  # (slot, generation) of a dead actor -> the call it was running
         self.generation: list[int] = []
         self.ready: set[int] = set()  # slots whose actor has loaded its models
         self.load_deaths: Counter[int] = Counter()  # slot -> actors that died while loading, in a row
@@ -114,16 +117,20 @@ class _Run:
         else:
             self.generation[slot] += 1
             self.ex.actors[slot] = actor
-        self.calls[actor.prepare.remote()] = (slot, self.generation[slot], None)
+        self.submit(slot, actor.prepare.remote(), None)
 
     def fill(self) -> None:
         """Keep ``in_flight`` batches queued on every live actor."""
-        busy = Counter(slot for slot, gen, batch in self.calls.values() if batch is not None)
+        busy = Counter(slot for slot, _, batch, _ in self.calls.values() if batch is not None)
         for slot, actor in enumerate(self.ex.actors):
             while self.queue and actor is not None and busy[slot] < self.s.in_flight:
                 batch = [self.queue.popleft() for _ in range(min(self.s.batch, len(self.queue)))]
-                self.calls[actor.run.remote(batch)] = (slot, self.generation[slot], batch)
+                self.submit(slot, actor.run.remote(batch), batch)
                 busy[slot] += 1
+
+    def submit(self, slot: int, ref: Any, batch: list[Item] | None) -> None:
+        self.sent += 1
+        self.calls[ref] = (slot, self.generation[slot], batch, self.sent)
 
     def status(self) -> None:
         self.ex.on_status(len(self.ready), self.ex.workers)
@@ -131,18 +138,18 @@ class _Run:
     def records(self) -> Iterator[tuple[Item, Record]]:
         for slot in range(self.ex.workers):
             self.spawn(slot)
-        while self.queue or any(batch is not None for _, _, batch in self.calls.values()):
+        while self.queue or any(batch is not None for _, _, batch, _ in self.calls.values()):
             self.fill()
             if not self.calls:
                 raise HindsightError("Every Ray worker died while loading its models; see the Ray logs "
                                      "(/tmp/ray/session_latest/logs).")
             done, _ = self.ray.wait(list(self.calls), num_returns=1, timeout=0.5)  # short: Ctrl-C gets through
             for ref in done:
-                slot, gen, batch = self.calls.pop(ref)
+                slot, gen, batch, seq = self.calls.pop(ref)
                 try:
                     answer = self.ray.get(ref)
                 except self.ray.exceptions.RayActorError as e:
-                    yield from self.died(slot, gen, batch, e)
+                    yield from self.died(slot, gen, batch, seq, e)
                     continue
                 yield from self.answered(slot, batch, answer)
 
@@ -159,10 +166,13 @@ class _Run:
         if error is not None:
             raise error
 
-    def died(self, slot: int, gen: int, batch: list[Item] | None, e: Exception) -> Iterator[tuple[Item, Record]]:
-        """An actor died: replace it (once per death), re-queue its items, fail those out of retries."""
+    def died(self, slot: int, gen: int, batch: list[Item] | None, seq: int, e: Exception
+             ) -> Iterator[tuple[Item, Record]]:
+        """An actor died: replace it (once per death) and re-queue its items. The death counts against the
+        items of the call it was running (its oldest), not those queued behind; past the retries they fail."""
         reason = _reason(e)
         if gen == self.generation[slot]:
+            self.running[slot, gen] = min([seq] + [q for s, g, _, q in self.calls.values() if (s, g) == (slot, gen)])
             self.load_deaths[slot] += slot not in self.ready  # it died before it had loaded its models
             self.ready.discard(slot)
             if self.load_deaths[slot] > self.s.retries:
@@ -171,9 +181,10 @@ class _Run:
                 self.ex.replaced += 1
                 self.spawn(slot)
             self.status()
+        charged = self.running.get((slot, gen)) == seq
         for item in reversed(batch or []):
             key = self.exp.key(item)
-            self.deaths[key] += 1
+            self.deaths[key] += charged
             if self.deaths[key] > self.s.retries:
                 yield item, failure(self.exp, item, f"its worker died {self.deaths[key]} times ({reason})")
             else:
