@@ -53,13 +53,13 @@ def toy_loader(name, device):
     return toy_model()
 
 
-def experiment(items: int):
+def experiment(items: int, toy: bool = False):
     """(experiment factory, loaders, what it is)."""
     from hindsight.lm.registry import DEFAULT_MODEL, MODELS, _installed_file, is_cached
 
     data = os.environ.get("HINDSIGHT_DATA", "/work/shared/data")
     have_model = is_cached(DEFAULT_MODEL) or _installed_file(MODELS[DEFAULT_MODEL]) is not None
-    if Path(data, "alpaca_eval").is_dir() and have_model:
+    if Path(data, "alpaca_eval").is_dir() and have_model and not toy:
         from hindsight.experiments.trlm import PreferenceEval
 
         return (lambda: PreferenceEval(scorers=["forward"], data=data, limit=items)), None, \
@@ -88,11 +88,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--toy", action="store_true", help="The toy model's bounds runs even when data is present.")
     args = ap.parse_args()
     torch.set_num_threads(1)
     import ray
 
-    make, loaders, what = experiment(args.items)
+    make, loaders, what = experiment(args.items, args.toy)
     print(f"evaluation: {what}; torch threads per process: 1; cpus: {os.cpu_count()}")
     single = make()
     t = time.perf_counter()
@@ -104,7 +105,7 @@ def main() -> None:
 
     path = os.pathsep.join(p for p in sys.path if p)
     t = time.perf_counter()
-    ray.init(num_cpus=args.workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+    ray.init(num_cpus=args.workers + 1, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
     print(f"ray started in {time.perf_counter() - t:.1f}s")
     scale = Scale(workers=args.workers, threads=1)
