@@ -171,3 +171,56 @@ def test_pace_is_reported_once_after_the_first_items(tmp_path, monkeypatch):
     paces.clear()
     run_experiment(Squares(n=7), tmp_path / "r.jsonl", loaders=LOADERS, on_pace=paces.append)
     assert paces == []  # one item left: nothing left to project after it
+
+
+def test_a_failure_record_is_kept_out_of_the_summary_and_retried(tmp_path):
+    """An executor that gave up on an item yields ``failure(...)``: appended, skipped by the summary, rerun."""
+    from hindsight.experiments.runner import FAILED, failure
+
+    path = tmp_path / "r.jsonl"
+
+    def gives_up_on_k1(experiment, items):
+        experiment.prepare(LOADERS)
+        for item in items:
+            yield item, (failure(experiment, item, "its worker died 3 times") if item["key"] == "k1"
+                         else experiment.run_item(item))
+
+    assert run_experiment(Squares(n=3), path, executor=gives_up_on_k1) == {"n": 2, "total": 0 + 4}
+    assert lines(path)[1] == {"key": "k1", FAILED: "its worker died 3 times"}
+    exp = Squares(n=3)
+    assert run_experiment(exp, path, loaders=LOADERS) == {"n": 3, "total": 5} and exp.ran == ["k1"]
+
+
+def test_a_failure_over_a_stored_record_keeps_it(tmp_path):
+    """A scorer added to stored records fails on one item: that item's earlier scores still count."""
+    from hindsight.experiments.runner import failure
+
+    path = tmp_path / "r.jsonl"
+    run_experiment(Adds(n=2, field_name="a"), path)
+
+    def fails_k0(experiment, items):
+        for item in items:
+            yield item, (failure(experiment, item, "died") if item["key"] == "k0" else experiment.run_item(item))
+
+    records = run_experiment(Adds(n=2, field_name="b"), path, executor=fails_k0)
+    assert records == [{"key": "k0", "a": 0}, {"key": "k1", "a": 1, "b": 1}]
+    assert run_experiment(Adds(n=2, field_name="b"), path) == [{"key": "k0", "a": 0, "b": 0},
+                                                               {"key": "k1", "a": 1, "b": 1}]
+
+
+def test_the_runner_closes_the_executor_when_the_run_stops(tmp_path):
+    closed = []
+
+    def holds_workers(experiment, items):
+        try:
+            for item in items:
+                yield item, {"key": item["key"], "square": 0}
+        finally:
+            closed.append(True)
+
+    def stop(rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(Squares(n=3), tmp_path / "r.jsonl", executor=holds_workers, on_item=stop)
+    assert closed == [True]

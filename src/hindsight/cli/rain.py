@@ -12,6 +12,7 @@ from hindsight.api import RainRequest
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute, flag_errors,
                                   get_model, num, out, print_json, progress_bar, runtime)
 from hindsight.cli.tables import print_paired
+from hindsight.cli.scale import GPUS_OPTION, RAY_ADDRESS_OPTION, WORKERS_OPTION, run_items, scale_of
 from hindsight.infra import atomic_write
 
 DATA_OPTION = typer.Option(None, "--data", help="Data folder (default: $HINDSIGHT_DATA or shared/data).")
@@ -102,19 +103,14 @@ def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluato
                        value_rule=value_rule)
 
 
-def _run_with_bar(exp, out_path: Path) -> dict:
+def _run_with_bar(exp, out_path: Path, scale) -> dict:
     """The experiment on the shared runner, resuming from ``out_path`` under a progress bar; the summary
     records the settings."""
-    from hindsight.experiments.runner import Loaders, run_experiment
-    from hindsight.records.results import ResultFile
+    from hindsight.experiments.runner import Loaders
 
     state = {"n": 0, "iters": 0, "secs": 0.0}
-    with progress_bar(exp.name, len(exp.items())) as (prog, task):
-        def on_item(rec: dict | None) -> None:
-            prog.update(task, advance=1, **({} if rec is None else {"info": _progress_info(state, rec)}))
-
-        summary = run_experiment(exp, ResultFile(out_path, exp.key_field), on_item=on_item,
-                                 loaders=Loaders(model=get_model), on_pace=lambda p: prog.console.print(p.text()))
+    summary = run_items(exp, out_path, scale, loaders=Loaders(model=get_model),
+                        info=lambda rec: _progress_info(state, rec))
     summary["settings"] = vars(exp.settings)
     return summary
 
@@ -133,14 +129,18 @@ def eval_rain_hh(
     model: str = MODEL_OPTION,
     seed: int = SEED_OPTION,
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """HH harmless prompts: vanilla vs RAIN, same model and token budget, judged independently."""
     from hindsight.experiments.rain_eval import RainHH
 
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
     exp = RainHH(settings=settings, judges=judge, limit=limit, data=data, model=model, device=device)
-    summary = _run_with_bar(exp, out_path)
+    summary = _run_with_bar(exp, out_path, scale)
     if json_out:
         print_json(summary)
         return
@@ -171,14 +171,18 @@ def eval_rain_truthfulqa(
     model: str = MODEL_OPTION,
     seed: int = SEED_OPTION,
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """TruthfulQA: MC1/MC2 by vanilla scoring; vanilla vs RAIN answers judged by similarity to the references."""
     from hindsight.experiments.rain_eval import RainTruthfulQA
 
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
     exp = RainTruthfulQA(settings=settings, limit=limit, data=data, model=model, device=device, generate=generate)
-    summary = _run_with_bar(exp, out_path)
+    summary = _run_with_bar(exp, out_path, scale)
     if json_out:
         print_json(summary)
         return

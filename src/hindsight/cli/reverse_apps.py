@@ -10,12 +10,12 @@ from rich.table import Table
 from hindsight.api import CiteRequest, DefendRequest
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, get_model, num, out,
                                   print_json, progress_bar)
+from hindsight.cli.scale import GPUS_OPTION, RAY_ADDRESS_OPTION, WORKERS_OPTION, run_items, scale_of
 from hindsight.cli.tables import print_paired
 from hindsight.errors import HindsightError
 from hindsight.experiments.citation import CitationEval
 from hindsight.experiments.jailbreak import JailbreakEval
-from hindsight.experiments.runner import Loaders, run_experiment
-from hindsight.records.results import ResultFile
+from hindsight.experiments.runner import Loaders
 from hindsight.reverse.citation import SEARCHES
 from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, make_filter
 from hindsight.reverse.generation import make_reverse_generator
@@ -112,13 +112,9 @@ def defend(
 
 
 # ---- eval citation ---------------------------------------------------------------------------------------------
-def _run(exp, out_file: str, info) -> dict:
+def _run(exp, out_file: str, info, scale) -> dict:
     """The experiment on the shared runner, resuming from ``out_file``, under a progress bar."""
-    results = ResultFile(out_file, key_field=exp.key_field)
-    with progress_bar(exp.name, len(exp.items())) as (prog, task):
-        return run_experiment(exp, results, loaders=Loaders(model=get_model),
-                              on_item=lambda rec: prog.update(task, advance=1, info=info(rec)[:80]),
-                              on_pace=lambda p: prog.console.print(p.text()))
+    return run_items(exp, out_file, scale, loaders=Loaders(model=get_model), info=info)
 
 
 def _rate(k: int, n: int, lo: float, hi: float) -> str:
@@ -137,18 +133,22 @@ def eval_citation(
     reverse_model: str = REVERSE_MODEL_OPTION,
     model: str = MODEL_OPTION,
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """CNN/DM: accuracy of finding each highlight's source sentence (gold = max lexical overlap)."""
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     exp = CitationEval(data=data, limit=limit, max_sentences=max_sentences, highlights=highlights,
                        min_overlap=min_overlap, scorers=_names(scorers, SCORERS, "scorer"),
                        searches=_names(searches, SEARCHES, "search"), model=model, reverse_model=reverse_model,
                        device=device)
 
     def info(rec) -> str:
-        return "" if rec is None else " ".join(f"{c}:{'✓' if r['correct'] else '✗'}" for c, r in rec["results"].items())
+        return " ".join(f"{c}:{'✓' if r['correct'] else '✗'}" for c, r in rec["results"].items())
 
-    summary = _run(exp, out_file, info)
+    summary = _run(exp, out_file, info, scale)
     summary.update(out=out_file, limit=limit, max_sentences=max_sentences, highlights=highlights)
     if json_out:
         print_json(summary)
@@ -184,9 +184,13 @@ def eval_jailbreak(
     model: str = MODEL_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed of the reverse-query sampling."),
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """JailbreakBench: false negatives on successful attacks, false positives on benign requests."""
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     filter_names = _names(filters, FILTERS, "filter")
     if not 0 <= threshold < 1:
         raise HindsightError(f"--threshold must be in [0, 1) (got {threshold}).")
@@ -195,7 +199,7 @@ def eval_jailbreak(
                         reverse_model=reverse_model, device=device)
     if not any(it["split"] == "attack" for it in exp.items()) and limit != 0:
         raise HindsightError(f"No successful {attack} attacks in the artifacts; try --attack any.")
-    summary = _run(exp, out_file, lambda rec: "" if rec is None else rec["key"])
+    summary = _run(exp, out_file, lambda rec: rec["key"], scale)
     summary.update(out=out_file, queries=queries, attack=attack)
     if json_out:
         print_json(summary)

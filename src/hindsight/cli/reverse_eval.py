@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, flag_errors, out, print_json,
-                                  progress_bar)
+from hindsight.cli.common import DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, flag_errors, out, print_json
+from hindsight.cli.scale import GPUS_OPTION, RAY_ADDRESS_OPTION, WORKERS_OPTION, run_items, scale_of
 from hindsight.cli.scoring import REVERSE_MODEL_OPTION, build_scorer
 from hindsight.cli.tables import print_length_controlled, print_paired
 from hindsight.errors import HindsightError
@@ -52,16 +52,20 @@ def preferences(
     model: str = MODEL_OPTION,
     reverse_model: str = REVERSE_MODEL_OPTION,
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """How often each scorer prefers the output GPT-4 preferred (AlpacaEval 1 pairs), beside baselines."""
     from hindsight.experiments.trlm import PREFERENCE_FILE, PreferenceEval
     from hindsight.records.data import dataset_file
 
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     exp = PreferenceEval(scorers=_check_names(scorers, reverse_model), data=data, limit=limit, model=model,
                          reverse_model=reverse_model, device=device)
     path = dataset_file(*PREFERENCE_FILE, data)
-    summary, n = _run(exp, out_file)
+    summary, n = _run(exp, out_file, scale)
     _table(f"AlpacaEval pairwise preference agreement ({n} pairs, draws excluded)", summary, json_out,
            {"data": str(path), "out": out_file, "model": model or DEFAULT_MODEL})
 
@@ -79,6 +83,9 @@ def retrieval(
     model: str = MODEL_OPTION,
     reverse_model: str = REVERSE_MODEL_OPTION,
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """SciFact: BM25 alone vs reranking its top K by each scorer (NDCG@10, MRR@10, Recall@K)."""
@@ -88,12 +95,13 @@ def retrieval(
     if top_k < 1:
         raise HindsightError(f"--top-k must be at least 1 (got {top_k}).")
     _check_fusion(fusion, alpha, fit_alpha)
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     exp = RetrievalEval(scorers=_check_names(scorers, reverse_model, allow_none=True), data=data, limit=limit,
                         top_k=top_k, max_words=max_words, model=model, reverse_model=reverse_model, device=device,
                         fusion=fusion, alpha=alpha, fit_alpha=fit_alpha)
     claims_path = exp.claims_path()
     exp.dev_claims()  # a bad --fit-alpha is one sentence before anything loads
-    summary, _ = _run(exp, out_file)
+    summary, _ = _run(exp, out_file, scale)
     for f in summary["fits"]:  # the chosen alpha is kept with the results it produced
         ResultFile(out_file, exp.key_field).append({"id": f"fusion-fit:{f['system']}:{f['method']}",
                                                     "kind": "fusion-fit", **f})
@@ -115,17 +123,13 @@ def _check_fusion(fusion: str | None, alpha: float | None, fit_alpha: str | None
         raise HindsightError("Give either --alpha or --fit-alpha, not both.")
 
 
-def _run(exp, out_file: str, counts=lambda rec: True) -> tuple[list, int]:
+def _run(exp, out_file: str, scale, counts=lambda rec: True) -> tuple[list, int]:
     """The experiment on the shared runner under a progress bar: its rows and how many records they cover."""
-    from hindsight.experiments.runner import run_experiment
+    from hindsight.experiments.runner import completed
     from hindsight.records.results import ResultFile
 
-    rf = ResultFile(out_file, exp.key_field)
-    items = exp.items()
-    with progress_bar(exp.name, len(items)) as (prog, task):
-        rows = run_experiment(exp, rf, on_item=lambda rec: prog.advance(task), loaders=_loaders(),
-                              on_pace=lambda p: prog.console.print(p.text()))
-    return rows, sum(counts(rec) for rec in rf.select(it["id"] for it in items))
+    rows = run_items(exp, out_file, scale, loaders=_loaders())
+    return rows, sum(counts(rec) for rec in completed(exp, ResultFile(out_file, exp.key_field), exp.items()))
 
 
 def _check_names(spec: str, reverse_model, allow_none: bool = False) -> list[str]:

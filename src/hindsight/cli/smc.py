@@ -13,7 +13,9 @@ from hindsight.api import SMCRequest
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, err, execute_with_progress,
                                   get_model,
                                   num, out, print_json, progress_bar)
+from hindsight.cli.scale import GPUS_OPTION, RAY_ADDRESS_OPTION, WORKERS_OPTION, scale_of
 from hindsight.errors import HindsightError
+from hindsight.records.lock import lock_results
 from hindsight.records.results import ResultFile
 
 twist_app = typer.Typer(help="Learned twists for twisted SMC.", no_args_is_help=True)
@@ -199,12 +201,16 @@ def bounds(
     raw: bool = RAW_OPTION,
     model: str = MODEL_OPTION,
     device: str = DEVICE_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    gpus_per_worker: float = GPUS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Lower/upper bounds on log Z and KL estimates for each sampler (exact samples by rejection sampling)."""
     from hindsight.experiments.bounds import bounds as run_bounds
     from hindsight.experiments.bounds import plot_bounds
 
+    scale = scale_of(workers, ray_address, gpus_per_worker)
     counts = _int_list(particles, "--particles")
     for flag_name, value in (("--seeds", seeds), ("--kl-samples", kl_samples), ("--max-tokens", max_tokens)):
         if value < 1:  # checked before any model is loaded or any run starts
@@ -235,12 +241,15 @@ def bounds(
     reference_tag = fingerprint(target)  # the exact samples depend on the target only ...
     sampler_tags = {k: fingerprint([str(files[k]), files[k].stat().st_mtime]) if files[k] is not None else ""
                     for k in names}  # ... and each sampler's runs on its own twist file only
-    with progress_bar("bounds", total) as (prog, task):
+    rebuild = {"model": model, "device": device, "prompt": prompt, "raw": raw, "potential": potential,
+               "twist_files": {k: str(files[k]) if files[k] else None for k in names}}
+    with lock_results(results_path), progress_bar("bounds", total) as (prog, task):
+        executor = _executor(scale, lambda alive, n: prog.update(task, info=f"workers {alive}/{n}"))
         rep = run_bounds(lm, ids, pot, chosen, counts, seeds, max_tokens, resample=resample,
                          ess_threshold=ess_threshold, kl_samples=kl_samples, min_tokens=min_tokens,
                          on_run=lambda msg: prog.update(task, advance=1, info=msg),
                          results=ResultFile(results_path), tag=tag, sampler_tags=sampler_tags,
-                         reference_tag=reference_tag)
+                         reference_tag=reference_tag, rebuild=rebuild, executor=executor)
     if json_out:
         print_json({"model": lm.name, "prompt": prompt, "potential": pot.name, "max_tokens": max_tokens,
                     **rep.as_dict()})
@@ -270,6 +279,15 @@ def bounds(
         plot.parent.mkdir(parents=True, exist_ok=True)
         plot_bounds(rep, str(plot), title=f"{pot.name}: log Z bounds ({seeds} seeds)")
         out.print(f"wrote {plot}")
+
+
+def _executor(scale, on_status):
+    """The Ray executor when ``scale`` asks for workers, else None (the runs go in this process)."""
+    if not scale.distributed:
+        return None
+    from hindsight.distributed import ray_executor
+
+    return ray_executor(scale, on_status=on_status)
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:

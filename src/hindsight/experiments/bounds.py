@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.experiments.runner import Experiment, Loaders, run_experiment
+from hindsight.experiments.runner import Executor, Experiment, Loaders, run_experiment
 from hindsight.records.results import ResultFile
 from hindsight.lm.base import LanguageModel
 from hindsight.potentials.base import Potential
@@ -59,7 +59,9 @@ class Estimate:
 
     @property
     def mean(self) -> float:
-        """Mean over seeds; -inf if some run found no particle with phi > 0 (log Z-hat = -inf)."""
+        """Mean over seeds; -inf if some run found no particle with phi > 0 (log Z-hat = -inf); NaN if none."""
+        if not self.values:
+            return math.nan
         return sum(self.values) / len(self.values)
 
     @property
@@ -128,7 +130,9 @@ class BoundRuns(Experiment):
     conditional SMC's with that seed's exact sample clamped (upper). Keys carry ``tag`` (the settings) and each
     sampler's tag (its twist), so a rerun, more seeds or a new sampler reuse the runs already recorded.
 
-    The model, prompt ids, potential, twists (name -> twist or None) and exact samples come with ``use``.
+    The model, prompt ids, potential, twists (name -> twist or None) and exact samples come with ``use``, or
+    ``setup`` rebuilds them from the config (``model``, ``prompt``, ``potential`` spec, ``twist_files`` and the
+    exact samples in ``references``), as a worker in another process does.
     """
 
     samplers: list[str] = field(default_factory=list)
@@ -140,6 +144,13 @@ class BoundRuns(Experiment):
     min_tokens: int = 0
     tag: str = ""
     sampler_tags: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    device: str | None = None
+    prompt: str | list[int] | None = None  # text (chat template unless ``raw``) or token ids
+    raw: bool = False
+    potential: str | None = None  # a potential spec, parsed with the model and prompt as context
+    twist_files: dict[str, str | None] = field(default_factory=dict)  # sampler -> twist file (None: bootstrap)
+    references: list[list[int]] = field(default_factory=list)  # one exact target sample per seed
 
     name = "bounds"
     key_field = "id"
@@ -150,8 +161,19 @@ class BoundRuns(Experiment):
                 for name in self.samplers for n in self.particles for s in range(self.seeds)]
 
     def setup(self, loaders: Loaders) -> dict[str, Any]:
-        raise HindsightError("The bounds runs need the model, potential, twists and exact samples they were "
-                             "started with; give them with use().")
+        """The model, prompt ids, potential and twists rebuilt from the config (in a worker, say)."""
+        if self.prompt is None or self.potential is None or len(self.references) < self.seeds:
+            raise HindsightError("The bounds runs need the model, potential, twists and exact samples they were "
+                                 "started with; give them with use() or in the config.")
+        from hindsight.potentials import parse_potential
+        from hindsight.twists.checkpoint import load_twist
+
+        lm = loaders.model(self.model, self.device)
+        ids = lm.prompt_ids(self.prompt, use_chat=not self.raw)
+        twists = {name: load_twist(self.twist_files[name], device=lm.device, lm=lm)[0]
+                  if self.twist_files.get(name) else None for name in self.samplers}
+        return {"lm": lm, "prompt_ids": ids, "potential": parse_potential(self.potential, lm=lm, prompt_ids=ids),
+                "twists": twists, "references": self.references}
 
     def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
         p, n, s = self.parts, item["particles"], item["seed"]
@@ -164,10 +186,11 @@ class BoundRuns(Experiment):
         return {"id": item["id"], "lower": low, "upper": high}
 
     def summarise(self, records: list[dict[str, Any]]) -> list[BoundsRow]:
-        rows = []
+        rows, by_id = [], {r["id"]: r for r in records}  # a failed run is missing from ``records``
         for name in self.samplers:
             for n in self.particles:
-                mine = [r for r, it in zip(records, self.items()) if (it["sampler"], it["particles"]) == (name, n)]
+                mine = [by_id[it["id"]] for it in self.items()
+                        if (it["sampler"], it["particles"]) == (name, n) and it["id"] in by_id]
                 rows.append(BoundsRow(name, n, Estimate([r["lower"] for r in mine]),
                                       Estimate([r["upper"] for r in mine])))
         return rows
@@ -231,6 +254,8 @@ def bounds(
     tag: str = "",
     sampler_tags: dict[str, str] | None = None,
     reference_tag: str | None = None,
+    rebuild: dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> BoundsReport:
     """Lower and upper bounds for each sampler (``name -> twist``, None = bootstrap) at each particle count over
     ``seeds`` seeds, and KL estimates for each sampler's proposal. ``references``: exact target samples (at least
@@ -242,7 +267,11 @@ def bounds(
     those recorded are too few). ``sampler_tags`` (name -> a fingerprint of that sampler's twist) go into each
     sampler's keys, so adding or retraining one sampler's twist reuses the other samplers' runs.
     ``reference_tag`` (default ``tag``) keys the exact samples: they depend on the target only, so runs with
-    other SMC settings (resampling scheme, ESS threshold) can share them."""
+    other SMC settings (resampling scheme, ESS threshold) can share them.
+
+    ``executor`` runs the (sampler, particles, seed) runs elsewhere (Ray workers); they rebuild the model,
+    potential and twists from ``rebuild`` (``BoundRuns`` fields: model, device, prompt, raw, potential spec,
+    twist_files), so it is required with an executor. The exact samples and KL estimates run here."""
     if seeds < 1 or not particles or min(particles) < 1:
         raise HindsightError("--seeds and every --particles value must be at least 1.")
     results = results if results is not None else ResultFile(None)
@@ -254,15 +283,18 @@ def bounds(
     if len(references) < seeds:
         raise HindsightError(f"{len(references)} exact samples were supplied for {seeds} seeds; need one per seed.")
     note = on_run or (lambda _msg: None)
+    if executor is not None and not rebuild:
+        raise HindsightError("Bounds runs on workers need the model, prompt, potential spec and twist files "
+                             "(rebuild=...) to rebuild them there.")
     runs = BoundRuns(list(samplers), list(particles), seeds, max_tokens, resample, ess_threshold, min_tokens, tag,
-                     dict(sampler_tags or {}))
+                     dict(sampler_tags or {}), references=references, **(rebuild or {}))
     runs.use(lm=lm, prompt_ids=prompt_ids, potential=potential, twists=samplers, references=references)
 
     def progress(rec: dict[str, Any] | None) -> None:
         name, _, n, s = rec["id"].split("|")[-4:] if rec else ("", "", "", "")
         note(f"{name} N={n} seed {s}" if rec else "recorded run")
 
-    rows = run_experiment(runs, results, on_item=progress)
+    rows = run_experiment(runs, results, on_item=progress, executor=executor)
     kls = kl_estimates(lm, prompt_ids, potential, samplers, references, rows, max_tokens, kl_samples, min_tokens, note)
     return BoundsReport(rows, kls, max(r.lower.mean for r in rows), min(r.upper.mean for r in rows), seeds,
                         len(references), draws)

@@ -25,6 +25,7 @@ from hindsight.records.results import ResultFile
 Item = dict[str, Any]
 Record = dict[str, Any]
 OnItem = Callable[[Record | None], None]  # called once per item: None for an item resumed from the file
+FAILED = "failed"  # a record with this field is an item an executor gave up on (the reason); reruns retry it
 
 
 def _load_model(name: str | None, device: str | None) -> LanguageModel:
@@ -140,6 +141,31 @@ def in_process(loaders: Loaders | None = None) -> Executor:
     return execute
 
 
+def failure(experiment: Experiment, item: Item, reason: str) -> Record:
+    """The record of an item that could not be run (its worker kept dying): summaries skip it, reruns retry it."""
+    return {experiment.key_field: item[experiment.key_field], FAILED: reason}
+
+
+def usable(record: Record | None) -> Record | None:
+    """The stored record as experiments see it: a failure stands for the record it was appended over."""
+    if record is None or FAILED not in record:
+        return record
+    return record.get("before")
+
+
+def completed(experiment: Experiment, results: ResultFile, items: Sequence[Item]) -> list[Record]:
+    """The usable records of ``items`` in ``results``, in item order (missing and failed ones left out)."""
+    stored = (usable(r) for r in results.select(experiment.key(it) for it in items))
+    return [r for r in stored if r is not None]
+
+
+def _record(experiment: Experiment, previous: Record | None, record: Record) -> Record:
+    """What to append for ``record``: merged with the usable stored record, or a failure that keeps it."""
+    if FAILED in record:
+        return record if previous is None else {**record, "before": previous}
+    return experiment.merge(previous, record)
+
+
 def open_results(experiment: Experiment, results: ResultFile | str | Path) -> ResultFile:
     """The experiment's result file (opened by path, keyed by the experiment's ``key_field``)."""
     if not isinstance(results, ResultFile):
@@ -224,7 +250,9 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
 
     Nothing is set up when every item is already done. An exception in an item stops the run after every
     record finished before it has been written, so rerunning resumes at that item. ``on_pace`` hears once,
-    after ``pace_after`` computed items, what an item costs and how long the rest will take.
+    after ``pace_after`` computed items, what an item costs and how long the rest will take. A failure record
+    (an item an executor gave up on, see :func:`failure`) is appended and passed to ``on_item`` like any other,
+    left out of the summary, and retried by the next run.
     """
     results = open_results(experiment, results)
     stamp = provenance(experiment) if experiment.parts is None else None
@@ -233,22 +261,26 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
     note = on_item or (lambda _rec: None)
     items, todo = experiment.items(), []
     for item in items:
-        work = experiment.pending(item, results.get(experiment.key(item)))
+        work = experiment.pending(item, usable(results.get(experiment.key(item))))
         if work is None:
             note(None)
         else:
             todo.append(work)
     if todo:
         stamps = [time.perf_counter()]
-        for item, record in (executor or in_process(loaders))(experiment, todo):
-            record = experiment.merge(results.get(experiment.key(item)), record)
-            if stamp is not None:
-                record = {**record, "produced_by": stamp}
-            results.append(record)
-            note(record)
-            stamps.append(time.perf_counter())
-            done = len(stamps) - 1
-            if on_pace and done == min(pace_after, len(todo)) and done < len(todo):
-                first = 1 if done > 1 else 0  # the first item also paid for the set-up
-                on_pace(Pace(done - first, (stamps[-1] - stamps[first]) / (done - first), len(todo) - done))
-    return experiment.summarise(results.select(experiment.key(it) for it in items))
+        stream = (executor or in_process(loaders))(experiment, todo)
+        try:
+            for item, record in stream:
+                record = _record(experiment, usable(results.get(experiment.key(item))), record)
+                if stamp is not None:
+                    record = {**record, "produced_by": stamp}
+                results.append(record)
+                note(record)
+                stamps.append(time.perf_counter())
+                done = len(stamps) - 1
+                if on_pace and done == min(pace_after, len(todo)) and done < len(todo):
+                    first = 1 if done > 1 else 0  # the first item also paid for the set-up
+                    on_pace(Pace(done - first, (stamps[-1] - stamps[first]) / (done - first), len(todo) - done))
+        finally:  # an executor that holds workers stops them now, not when the generator is collected
+            getattr(stream, "close", lambda: None)()
+    return experiment.summarise(completed(experiment, results, items))

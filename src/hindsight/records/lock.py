@@ -25,12 +25,29 @@ def lock_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
-def lock_results(path: str | Path) -> None:
+class Held:
+    """What :func:`lock_results` returns: ignore it to keep the lock until the process exits, or use it in a
+    ``with`` block to give back at the end a lock that this call took."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None:
+            release_results(self.path)
+
+
+def lock_results(path: str | Path | None) -> Held:
     """Take the writer lock for ``path`` (kept until the process exits); one sentence if another process has it."""
+    if path is None:
+        return Held(None)
     path = Path(path)
     key = str(path.resolve())
     if fcntl is None or key in _held:
-        return
+        return Held(None)
     lock = lock_path(path)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +71,7 @@ def lock_results(path: str | Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _held[key] = fd
+    return Held(path)
 
 
 def release_results(path: str | Path) -> None:
