@@ -182,6 +182,41 @@ def _int_list(text: str, what: str) -> list[int]:
     return vals
 
 
+def _run_tags(settings: dict, files: dict, names: list[str]) -> tuple[str, str, dict[str, str]]:
+    """Cache keys of the recorded runs: what every run, the exact samples and each sampler's runs depend on."""
+
+    def fingerprint(obj) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+    tag = fingerprint(settings)  # every run depends on these (not on --seeds: more seeds reuse the runs recorded)
+    target = {k: settings[k] for k in ("model", "prompt", "raw", "potential", "max_tokens", "min_tokens")}
+    reference_tag = fingerprint(target)  # the exact samples depend on the target only ...
+    sampler_tags = {k: fingerprint([str(files[k]), files[k].stat().st_mtime]) if files[k] is not None else ""
+                    for k in names}  # ... and each sampler's runs on its own twist file only
+    return tag, reference_tag, sampler_tags
+
+
+def _check_bounds_args(particles, seeds, kl_samples, max_tokens, plot, samplers, twist, baseline_twist):
+    """Every bounds argument checked before any model is loaded or any run starts: (counts, names, files)."""
+    counts = _int_list(particles, "--particles")
+    for flag_name, value in (("--seeds", seeds), ("--kl-samples", kl_samples), ("--max-tokens", max_tokens)):
+        if value < 1:  # checked before any model is loaded or any run starts
+            raise HindsightError(f"{flag_name} must be at least 1 (got {value}).")
+    if min(counts) < 1:
+        raise HindsightError(f"Every --particles value must be at least 1 (got {min(counts)}).")
+    if plot is not None and plot.is_dir():
+        raise HindsightError(f"--plot {plot} is a folder; give a file name such as {plot / 'bounds.png'}.")
+    names = [s.strip() for s in samplers.split(",") if s.strip()]
+    files = {"bootstrap": None, "twisted": twist, "baseline": baseline_twist}
+    for name in names:
+        if name not in files:
+            raise HindsightError(f"Unknown sampler {name!r}; choose from bootstrap, twisted, baseline.")
+        if name != "bootstrap" and files[name] is None:
+            flag = "--twist" if name == "twisted" else "--baseline-twist"
+            raise HindsightError(f"The {name} sampler needs {flag} FILE.")
+    return counts, names, files
+
+
 def bounds(
     potential: str = POTENTIAL_OPTION,
     prompt: str = typer.Option(..., "--prompt", help="The prompt."),
@@ -211,36 +246,15 @@ def bounds(
     from hindsight.experiments.bounds import plot_bounds
 
     scale = scale_of(workers, ray_address, gpus_per_worker)
-    counts = _int_list(particles, "--particles")
-    for flag_name, value in (("--seeds", seeds), ("--kl-samples", kl_samples), ("--max-tokens", max_tokens)):
-        if value < 1:  # checked before any model is loaded or any run starts
-            raise HindsightError(f"{flag_name} must be at least 1 (got {value}).")
-    if min(counts) < 1:
-        raise HindsightError(f"Every --particles value must be at least 1 (got {min(counts)}).")
-    if plot is not None and plot.is_dir():
-        raise HindsightError(f"--plot {plot} is a folder; give a file name such as {plot / 'bounds.png'}.")
-    names = [s.strip() for s in samplers.split(",") if s.strip()]
-    files = {"bootstrap": None, "twisted": twist, "baseline": baseline_twist}
-    for name in names:
-        if name not in files:
-            raise HindsightError(f"Unknown sampler {name!r}; choose from bootstrap, twisted, baseline.")
-        if name != "bootstrap" and files[name] is None:
-            flag = "--twist" if name == "twisted" else "--baseline-twist"
-            raise HindsightError(f"The {name} sampler needs {flag} FILE.")
+    counts, names, files = _check_bounds_args(particles, seeds, kl_samples, max_tokens, plot, samplers, twist,
+                                              baseline_twist)
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     chosen = {name: _load_twist(files[name], lm) for name in names}
     total = len(names) * (len(counts) * seeds + 1)
     settings = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": pot.name, "max_tokens": max_tokens,
                 "min_tokens": min_tokens, "resample": resample, "ess": ess_threshold}
 
-    def fingerprint(obj) -> str:
-        return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-    tag = fingerprint(settings)  # every run depends on these (not on --seeds: more seeds reuse the runs recorded)
-    target = {k: settings[k] for k in ("model", "prompt", "raw", "potential", "max_tokens", "min_tokens")}
-    reference_tag = fingerprint(target)  # the exact samples depend on the target only ...
-    sampler_tags = {k: fingerprint([str(files[k]), files[k].stat().st_mtime]) if files[k] is not None else ""
-                    for k in names}  # ... and each sampler's runs on its own twist file only
+    tag, reference_tag, sampler_tags = _run_tags(settings, files, names)
     rebuild = {"model": model, "device": device, "prompt": prompt, "raw": raw, "potential": potential,
                "twist_files": {k: str(files[k]) if files[k] else None for k in names}}
     with lock_results(results_path), progress_bar("bounds", total) as (prog, task):
