@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from hindsight.errors import HindsightError
-from hindsight.records.lock import lock_results
+from hindsight.records.lock import lock_results, release_results
 from hindsight.records.results import ResultFile
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
@@ -26,6 +26,7 @@ def test_a_second_run_on_the_same_out_is_refused_and_the_file_is_untouched(tmp_p
     """Another process holds the lock (as a running ``hindsight eval`` does); this one is refused at once."""
     path = tmp_path / "r.jsonl"
     ResultFile(path, "key").append({"key": "k0", "v": 1})
+    release_results(path)  # a ResultFile keeps its writer lock until the process ends: give it back
     before = path.read_bytes()
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""

@@ -107,9 +107,11 @@ def _is_usage_error(e: BaseException) -> bool:
 
 
 def _exit(code: int) -> None:
+    """Exit with ``code``; success returns normally (callers that run ``main()`` in-process see no SystemExit)."""
     if code == 130:
         print(INTERRUPTED, file=sys.stderr)
-    sys.exit(code)
+    if code:
+        sys.exit(code)
 
 
 def _check_argv(argv: list[str]) -> None:
