@@ -29,7 +29,6 @@ def run(monkeypatch, capsys, *args):
     (["eval", "retrieval", "--alpha", "0.3"], "need --fusion"),
     (["eval", "retrieval", "--fusion", "max"], "Unknown fusion 'max'"),
     (["eval", "retrieval", "--fusion", "z", "--alpha", "2"], "--alpha must lie in [0, 1]"),
-    (["eval", "retrieval", "--fusion", "z", "--fit-alpha", "ten"], "row range START:STOP"),
     (["retrieve", "q", "--corpus", "/dev/null", "--fusion", "rrf"], "needs a reranker"),
     (["reverse", "train", "--out", "/tmp/x", "--preset", "huge"], "Unknown preset 'huge'"),
     (["reverse", "train", "--out", "/tmp/x"], "No training data"),
