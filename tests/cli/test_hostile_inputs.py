@@ -68,13 +68,18 @@ def files(tmp_path_factory) -> dict[str, str]:
     save_file(state, nan / "model.safetensors", metadata={"format": "pt"})
     binary = root / "blob.bin"
     binary.write_bytes(bytes(range(256)) * 40)
+    (root / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8)
+    (root / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me\n".encode("latin-1"))
+    (root / "blob.jsonl").write_bytes(bytes(range(256)) * 8)
+    (root / "nofield.jsonl").write_text('{"id": "a", "text": "Cats purr."}\n{"id": "b", "words": "Dogs bark."}\n')
     (root / "folder").mkdir()
     (root / "bad.jsonl").write_bytes(b'{"id": 0}\n42\n')
     (root / "bin.jsonl").write_bytes(b'{"id": 0}\n\xff\xfe\n{"id": 1}\n')
     data = _preference_data(root, 3)
     return {"bad_results": str(root / "bad.jsonl"), "binary_results": str(root / "bin.jsonl"), "data": str(data),
             "tiny": str(tiny), "trunc": str(trunc), "nan": str(nan), "binary": str(binary), "root": str(root),
-            "folder": str(root / "folder")}
+            "folder": str(root / "folder"), "png": str(root / "img.png"), "latin1": str(root / "latin1.txt"),
+            "binary_jsonl": str(root / "blob.jsonl"), "nofield": str(root / "nofield.jsonl")}
 
 
 @dataclass
@@ -106,6 +111,17 @@ CASES = [
     Case("empty stop string", ["generate", "hi", "--model", "{tiny}", "--stop", ""], "--stop"),
     Case("empty texts to score", ["score", "", "", "--model", "{tiny}"], "empty"),
     Case("infinite tempering exponent", ["smc", "hi", "-p", "toxicity^1e999", "--model", "{tiny}"], "finite"),
+    Case("binary corpus", ["retrieve", "q", "--corpus", "{binary}"], "blob.bin"),
+    Case("PNG as corpus", ["retrieve", "q", "--corpus", "{png}"], "img.png"),
+    Case("latin-1 corpus", ["retrieve", "q", "--corpus", "{latin1}"], "latin1.txt"),
+    Case("binary .jsonl corpus", ["retrieve", "q", "--corpus", "{binary_jsonl}"], "blob.jsonl"),
+    Case("corpus record with no text field", ["retrieve", "q", "--corpus", "{nofield}"], "record 2"),
+    Case("PNG as the article", ["cite", "A sentence.", "--article", "{png}", "--model", "{tiny}"], "img.png"),
+    Case("latin-1 article", ["cite", "A sentence.", "--article", "{latin1}", "--model", "{tiny}"], "latin1.txt"),
+    Case("PNG as training data", ["reverse", "train", "--out", "{root}/rev", "--data", "{png}", "--init", "{tiny}",
+                                  "--steps", "1"], "img.png"),
+    Case("binary .jsonl training data", ["reverse", "train", "--out", "{root}/rev", "--data", "{binary_jsonl}",
+                                         "--init", "{tiny}", "--steps", "1"], "blob.jsonl"),
     Case("max-words 0", ["retrieve", "q", "--corpus", "{binary}", "--max-words", "0"], "--max-words"),
     Case("bounds --kl-samples 0", ["bounds", "-p", "toxicity", "--prompt", "x", "--kl-samples", "0",
                                    "--model", "{tiny}"], "--kl-samples"),

@@ -42,6 +42,31 @@ def test_read_corpus_formats(tmp_path):
     assert truncate_words("a b c d", 2) == "a b" and truncate_words("a b", None) == "a b"
 
 
+def test_read_corpus_reads_other_text_fields_and_never_indexes_an_empty_passage(tmp_path):
+    """``body`` / ``contents`` (other corpora's names for the text) are read; a record with no text is refused
+    by number and id instead of becoming an empty passage; binary files are one sentence naming the file."""
+    rows = [{"id": "a", "body": "Cats purr."}, {"_id": "b", "contents": "Dogs bark."},
+            {"docid": "c", "title": "Only a title"}, {"id": "d", "content": ["Two", "parts."]}]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_corpus(tmp_path / "c.jsonl") == [Passage("a", "Cats purr."), Passage("b", "Dogs bark."),
+                                                  Passage("c", "Only a title"), Passage("d", "Two parts.")]
+    for bad, match in (({"id": "x", "words": "hi"}, r"record 2 \(id x\) has no text field"),
+                       ({"id": "y", "text": " ", "title": ""}, r"record 2 \(id y\) has an empty text"),
+                       (42, "record 2 is not a JSON object")):
+        (tmp_path / "bad.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(HindsightError, match=match):
+            read_corpus(tmp_path / "bad.jsonl")
+    (tmp_path / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(range(256)))
+    with pytest.raises(HindsightError, match="corpus file .*img.png looks like a binary file"):
+        read_corpus(tmp_path / "img.png")
+    (tmp_path / "latin.txt").write_bytes("caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(HindsightError, match="latin.txt is not UTF-8 text"):
+        read_corpus(tmp_path / "latin.txt")
+    (tmp_path / "bin.jsonl").write_bytes(b'{"id": 1, "text": "ok"}\n\xff\xfe\n')
+    with pytest.raises(HindsightError, match="bin.jsonl line 2 is not UTF-8"):
+        read_corpus(tmp_path / "bin.jsonl")
+
+
 def test_best_of_n_picks_the_highest_score(tiny):
     sc = make_scorer("forward", tiny)
     res = best_of_n(tiny, "say hi", sc, n=4, max_tokens=6, seed=3)

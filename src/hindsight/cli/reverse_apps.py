@@ -9,7 +9,7 @@ from rich.table import Table
 
 from hindsight.api import CiteRequest, DefendRequest
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute, get_model, num, out,
-                                  print_json, progress_bar)
+                                  print_json)
 from hindsight.cli.scale import GPUS_OPTION, RAY_ADDRESS_OPTION, WORKERS_OPTION, run_items, scale_of
 from hindsight.cli.tables import print_paired
 from hindsight.errors import HindsightError
@@ -17,10 +17,9 @@ from hindsight.experiments.citation import CitationEval
 from hindsight.experiments.jailbreak import JailbreakEval
 from hindsight.experiments.runner import Loaders
 from hindsight.reverse.citation import SEARCHES
-from hindsight.reverse.defence import FILTERS, QUERY_SAMPLING, make_filter
-from hindsight.reverse.generation import make_reverse_generator
+from hindsight.reverse.defence import FILTERS
 from hindsight.reverse.models import ReverseModel, load_reverse_model
-from hindsight.reverse.scorers import SCORERS, make_scorer
+from hindsight.reverse.scorers import SCORERS
 
 REVERSE_MODEL_OPTION = typer.Option(
     None, "--reverse-model", help="A model trained on reversed token order (TRLM-Ba); local checkpoint directory."
@@ -41,10 +40,11 @@ def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 
 def _read(path: str, what: str) -> str:
-    p = Path(path)
-    if not p.is_file():
+    from hindsight.records.data import read_text
+
+    if not Path(path).expanduser().is_file():
         raise HindsightError(f"The {what} file {path} does not exist.")
-    return p.read_text(encoding="utf-8")
+    return read_text(path, what)
 
 
 # ---- cite ------------------------------------------------------------------------------------------------------

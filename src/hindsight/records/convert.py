@@ -9,7 +9,6 @@ needs and fails with one sentence naming the file and record, never with a ``Key
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hindsight.errors import HindsightError
+from hindsight.records.data import read_text
 
 
 @dataclass(frozen=True)
@@ -29,25 +29,6 @@ class Source:
     inputs: tuple[str, ...]  # the public files, in the order the command takes them
     url: str
     writes: tuple[str, ...]  # relative paths under the data root
-
-
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text file (``.gz`` unpacked); binary or non-UTF-8 input is one sentence, not a traceback."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise HindsightError(f"{p} does not exist or is not a file.")
-    raw = p.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise HindsightError(f"{p} is not a readable gzip file ({e}).") from None
-    if b"\x00" in raw[:4096]:
-        raise HindsightError(f"{p} looks like a binary file, not text.")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise HindsightError(f"{p} is not UTF-8 text (bad byte at offset {e.start}).") from None
 
 
 def jsonl_records(path: str | Path) -> Iterator[dict[str, Any]]:

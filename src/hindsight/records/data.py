@@ -6,6 +6,7 @@ the current directory or one of its parents (the layout of a development checkou
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterator
@@ -56,17 +57,48 @@ def dataset_file(name: str, filename: str, explicit: str | Path | None = None) -
     raise HindsightError(f"{root / name / filename} does not exist; pass --data DIR pointing at the data folder.")
 
 
+def read_text(path: str | Path, what: str | None = None) -> str:
+    """A UTF-8 text file (``.gz`` unpacked); binary or non-UTF-8 input is one sentence naming the file.
+
+    ``what`` names the file's role in the message (``"corpus"``: "The corpus file X looks like ...").
+    """
+    p = Path(path).expanduser()
+    name = f"The {what} file {p}" if what else str(p)
+    if not p.is_file():
+        raise HindsightError(f"{name} does not exist or is not a file.")
+    raw = p.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise HindsightError(f"{name} is not a readable gzip file ({e}).") from None
+    if b"\x00" in raw[:4096]:
+        raise HindsightError(f"{name} looks like a binary file, not text.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise HindsightError(f"{name} is not UTF-8 text (bad byte at offset {e.start}).") from None
+
+
 def read_jsonl(path: str | Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file, with a one-line error naming the line of any broken record."""
-    with open(path, encoding="utf-8") as f:
+    """Records of a JSONL file, with a one-line error naming the line of any broken record (not JSON, not
+    UTF-8, binary)."""
+    if limit is not None and limit < 1:
+        return
+    with open(path, "rb") as f:
         count = 0
-        for n, line in enumerate(f, 1):
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise HindsightError(f"{path} line {n} is not UTF-8 text (is it a binary file?).") from None
             if not line.strip():
                 continue
             try:
                 yield json.loads(line)
             except json.JSONDecodeError:
-                raise HindsightError(f"{path} line {n} is not valid JSON.") from None
+                hint = " (it looks like a binary file)" if "\x00" in line else ""
+                raise HindsightError(f"{path} line {n} is not valid JSON{hint}.") from None
             count += 1
             if limit is not None and count >= limit:
                 return

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.records.data import data_root, read_jsonl
+from hindsight.records.data import data_root, read_jsonl, read_text
 from hindsight.lm import LanguageModel
 
 if TYPE_CHECKING:
@@ -56,10 +56,12 @@ def read_units(sources: Sequence[str], data_dir: str | None = None, limit: int |
         if not path.is_file():
             raise HindsightError(f"Training data {src} is neither a file nor one of {', '.join(NAMED_DATA)}.")
         if path.suffix == ".jsonl":
-            for rec in read_jsonl(path):
+            for n, rec in enumerate(read_jsonl(path), 1):
+                if not isinstance(rec, dict):
+                    raise HindsightError(f"The training data file {path}: record {n} is not a JSON object.")
                 units.extend(_record_units(rec))
         else:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path, "training data")
             units.extend(d.strip() for d in text.split("\n\n") if d.strip())
     if limit is not None:
         units = units[:limit]

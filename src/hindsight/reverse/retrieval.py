@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hindsight.errors import HindsightError
-from hindsight.records.data import read_jsonl
+from hindsight.records.data import read_jsonl, read_text
 from hindsight.reverse.fusion import fuse
 from hindsight.reverse.scorers import PairScorer
 
@@ -21,30 +21,46 @@ class Passage:
     text: str
 
 
+TEXT_FIELDS = ("text", "abstract", "passage", "body", "contents", "content")  # a record's text: the first given
+ID_FIELDS = ("doc_id", "id", "_id", "docid")
+
+
 def passage_text(rec: dict) -> str:
-    """Title and body of a corpus record (SciFact keeps the abstract as a list of sentences)."""
-    body = rec.get("text", rec.get("abstract", rec.get("passage", "")))
+    """Title and body of a corpus record (SciFact keeps the abstract as a list of sentences); the body is the
+    first non-empty field of :data:`TEXT_FIELDS`."""
+    body = next((rec[k] for k in TEXT_FIELDS if rec.get(k) not in (None, "", [])), "")
     if isinstance(body, list):
-        body = " ".join(body)
+        body = " ".join(str(b) for b in body)
+    body = str(body).strip()
     title = str(rec.get("title") or "").strip()
     if not title:
-        return str(body)
+        return body
+    if not body:
+        return title
     return f"{title} {body}" if title.endswith((".", "?", "!")) else f"{title}. {body}"
 
 
 def read_corpus(path: str | Path) -> list[Passage]:
-    """A corpus file: JSONL (an id field ``doc_id``/``id``/``_id`` and ``text`` or ``title``+``abstract``) or
-    plain text with one passage per line (ids are line numbers)."""
+    """A corpus file: JSONL (an id field ``doc_id``/``id``/``_id`` and the text under one of
+    :data:`TEXT_FIELDS`, with an optional ``title``) or plain text with one passage per line (ids are line
+    numbers). A record with no text is an error naming it, never an empty passage; so is a binary file."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise HindsightError(f"The corpus file {path} does not exist.")
     passages: list[Passage] = []
     if p.suffix == ".jsonl":
-        for n, rec in enumerate(read_jsonl(p)):
-            pid = next((rec[k] for k in ("doc_id", "id", "_id") if k in rec), n)
-            passages.append(Passage(str(pid), passage_text(rec)))
+        for n, rec in enumerate(read_jsonl(p), 1):
+            if not isinstance(rec, dict):
+                raise HindsightError(f"The corpus file {path}: record {n} is not a JSON object.")
+            pid = next((rec[k] for k in ID_FIELDS if k in rec), n - 1)
+            text = passage_text(rec)
+            if not text:
+                what = "an empty text" if any(k in rec for k in (*TEXT_FIELDS, "title")) else (
+                    f"no text field (expected one of {', '.join(TEXT_FIELDS)} or title)")
+                raise HindsightError(f"The corpus file {path}: record {n} (id {pid}) has {what}.")
+            passages.append(Passage(str(pid), text))
     else:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = read_text(p, "corpus").splitlines()
         passages = [Passage(str(n), line.strip()) for n, line in enumerate(lines) if line.strip()]
     if not passages:
         raise HindsightError(f"The corpus file {path} holds no passages.")
