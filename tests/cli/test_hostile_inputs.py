@@ -66,6 +66,14 @@ def files(tmp_path_factory) -> dict[str, str]:
     key = next(k for k in state if k.endswith("norm.weight"))
     state[key] = torch.full_like(state[key], float("nan"))
     save_file(state, nan / "model.safetensors", metadata={"format": "pt"})
+    from hindsight.twists.heads import make_head
+
+    head = make_head("linear", 32, 36)  # the tiny model's hidden size and vocabulary
+    twist = {"format": "hindsight-twist-1", "config": head.config(), "state_dict": head.state_dict(), "meta": {}}
+    torch.save({k: v for k, v in twist.items() if k != "config"}, root / "noconfig.twist")
+    torch.save({**twist, "config": {**head.config(), "hidden_size": 576}}, root / "badshape.twist")
+    other = make_head("linear", 48, 40)  # trained for another (small) model
+    torch.save({**twist, "config": other.config(), "state_dict": other.state_dict()}, root / "other.twist")
     binary = root / "blob.bin"
     binary.write_bytes(bytes(range(256)) * 40)
     (root / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8)
@@ -79,7 +87,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     return {"bad_results": str(root / "bad.jsonl"), "binary_results": str(root / "bin.jsonl"), "data": str(data),
             "tiny": str(tiny), "trunc": str(trunc), "nan": str(nan), "binary": str(binary), "root": str(root),
             "folder": str(root / "folder"), "png": str(root / "img.png"), "latin1": str(root / "latin1.txt"),
-            "binary_jsonl": str(root / "blob.jsonl"), "nofield": str(root / "nofield.jsonl")}
+            "binary_jsonl": str(root / "blob.jsonl"), "noconfig": str(root / "noconfig.twist"),
+            "badshape": str(root / "badshape.twist"), "other_twist": str(root / "other.twist"), "nofield": str(root / "nofield.jsonl")}
 
 
 @dataclass
@@ -122,6 +131,14 @@ CASES = [
                                   "--steps", "1"], "img.png"),
     Case("binary .jsonl training data", ["reverse", "train", "--out", "{root}/rev", "--data", "{binary_jsonl}",
                                          "--init", "{tiny}", "--steps", "1"], "blob.jsonl"),
+    Case("twist file without a config", ["smc", "hi", "-p", "toxicity", "--model", "{tiny}", "--twist", "{noconfig}",
+                                         "--max-tokens", "2"], "no twist configuration"),
+    Case("twist weights of another shape", ["smc", "hi", "-p", "toxicity", "--model", "{tiny}", "--twist",
+                                            "{badshape}", "--max-tokens", "2"], "needs (36, 576)"),
+    Case("twist for another model", ["smc", "hi", "-p", "toxicity", "--model", "{tiny}", "--twist", "{other_twist}",
+                                     "--max-tokens", "2"], "hidden 48"),
+    Case("bounds with a twist of another shape", ["bounds", "-p", "toxicity", "--prompt", "x", "--model", "{tiny}",
+                                                  "--twist", "{badshape}", "--max-tokens", "2"], "badshape.twist"),
     Case("max-words 0", ["retrieve", "q", "--corpus", "{binary}", "--max-words", "0"], "--max-words"),
     Case("bounds --kl-samples 0", ["bounds", "-p", "toxicity", "--prompt", "x", "--kl-samples", "0",
                                    "--model", "{tiny}"], "--kl-samples"),

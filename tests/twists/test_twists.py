@@ -107,6 +107,43 @@ def test_bad_twist_file_is_one_sentence(tmp_path):
         load_twist(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("change, match", [
+    (lambda b: b.pop("config"), "has no twist configuration"),
+    (lambda b: b["config"].pop("vocab_size"), "malformed twist configuration: no 'vocab_size'"),
+    (lambda b: b["config"].update(hidden_size="8"), "hidden_size is '8'"),
+    (lambda b: b["config"].update(kind="conv"), "Unknown twist head 'conv'"),
+    (lambda b: b["config"].update(width=3), "malformed twist configuration .*width"),
+    (lambda b: b["config"].update(hidden_size=16), r"out.weight have shape \(5, 8\).*needs \(5, 16\)"),
+    (lambda b: b["config"].update(hidden_size=10**9, vocab_size=10**9), "is damaged"),  # allocates nothing
+    (lambda b: b["state_dict"].pop("out.bias"), "no weights for out.bias"),
+    (lambda b: b["state_dict"].update(extra=torch.zeros(1)), "no place for"),
+    (lambda b: b.pop("state_dict"), "holds no twist weights"),
+])
+def test_twist_file_with_the_right_format_but_wrong_contents_is_one_sentence(tmp_path, change, match):
+    """A file that says it is a twist but whose config is missing or whose weights do not fit it."""
+    head = make_head("linear", 8, 5)
+    blob = {"format": "hindsight-twist-1", "config": head.config(), "state_dict": head.state_dict(), "meta": {},
+            "optimizer": None}
+    change(blob)
+    torch.save(blob, tmp_path / "t.pt")
+    with pytest.raises(HindsightError, match=match) as info:
+        load_twist(tmp_path / "t.pt")
+    assert "\n" not in str(info.value)
+
+
+def test_twist_for_another_models_sizes_is_refused_and_a_file_without_meta_loads(tmp_path):
+    from types import SimpleNamespace
+
+    head = make_head("linear", 8, 5)
+    torch.save({"format": "hindsight-twist-1", "config": head.config(), "state_dict": head.state_dict()},
+               tmp_path / "t.pt")
+    assert load_twist(tmp_path / "t.pt")[1] == {}
+    for vocab, hidden in ((7, 8), (5, 16)):
+        lm = SimpleNamespace(vocab_size=vocab, hidden_size=hidden, name="other-lm")
+        with pytest.raises(HindsightError, match="vocabulary 5, hidden 8.*not other-lm"):
+            load_twist(tmp_path / "t.pt", lm=lm)
+
+
 def test_heads_output_every_token_and_score_chosen_tokens_alike():
     torch.manual_seed(0)
     head = make_head("mlp", 8, 5, width=16)

@@ -40,16 +40,59 @@ def load_twist(path: str | Path, device: str | torch.device = "cpu", lm: Any = N
         raise HindsightError(f"{path} is not a readable twist file ({type(e).__name__}).") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise HindsightError(f"{path} is not a hindsight twist file.")
+    with torch.device("meta"):  # shapes only: a configuration that claims a huge head allocates nothing
+        shape = _head(path, blob.get("config"))
+    state = blob.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HindsightError(f"{path} holds no twist weights (its state_dict is missing or not tensors).")
+    state = {k: v for k, v in state.items() if k != "condition"}  # older files: an empty buffer
+    _check_state(path, shape, state)
     head = head_from_config(blob["config"])
-    state = {k: v for k, v in blob["state_dict"].items() if k != "condition"}  # older files: an empty buffer
     head.load_state_dict(state)
     head = head.to(device).eval()
+    meta = blob.get("meta") if isinstance(blob.get("meta"), dict) else {}
     if lm is not None:
-        check_twist_fits(head, lm.vocab_size, lm.hidden_size, lm.name, blob["meta"])
+        check_twist_fits(head, lm.vocab_size, lm.hidden_size, lm.name, meta)
         head.attach(lm)
     elif head.needs_embeddings:
         raise HindsightError(f"{path} holds a tied twist head: pass the model (load_twist(path, lm=lm)).")
-    return head, blob["meta"], blob.get("optimizer")
+    return head, meta, blob.get("optimizer")
+
+
+def _head(path: Path, cfg: Any) -> TwistHead:
+    """The (untrained) head a twist file's configuration describes; one sentence if it is missing or malformed."""
+    if not isinstance(cfg, dict):
+        raise HindsightError(f"{path} has no twist configuration, so it cannot be loaded (was it written by "
+                             "`hindsight twist train`?).")
+    for key in ("kind", "hidden_size", "vocab_size"):
+        if key not in cfg:
+            raise HindsightError(f"{path} has a malformed twist configuration: no {key!r}.")
+    for key in ("hidden_size", "vocab_size"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise HindsightError(f"{path} has a malformed twist configuration: {key} is {value!r}.")
+    try:
+        return head_from_config(cfg)
+    except HindsightError as e:
+        raise HindsightError(f"{path}: {e}") from None
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise HindsightError(f"{path} has a malformed twist configuration ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:120]}).") from None
+
+
+def _check_state(path: Path, head: TwistHead, state: dict[str, torch.Tensor]) -> None:
+    """One sentence if the file's weights do not have the shapes its own configuration gives."""
+    want = head.state_dict()
+    for key, tensor in want.items():
+        if key not in state:
+            raise HindsightError(f"{path} is damaged: it has no weights for {key}.")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise HindsightError(
+                f"{path} is damaged: its weights {key} have shape {tuple(state[key].shape)}, but its configuration "
+                f"(vocabulary {head.vocab_size}, hidden {head.hidden_size}) needs {tuple(tensor.shape)}.")
+    extra = sorted(set(state) - set(want))
+    if extra:
+        raise HindsightError(f"{path} is damaged: it holds weights its configuration has no place for ({extra[0]}).")
 
 
 def check_twist_fits(head: TwistHead, vocab_size: int, hidden_size: int, model_name: str, meta: dict) -> None:
