@@ -37,6 +37,17 @@ def test_score_matches_the_scorer(rt, tiny):
     assert res["total"] == float(s.total[0]) and res["tokens"] == int(s.tokens[0]) and res["tokens"] > 0
 
 
+@pytest.mark.parametrize("scorer, long_field", [("trlm-fo", "response"), ("forward", "query"), ("trlm-fo", "query")])
+def test_score_past_the_context_window_is_refused_before_any_forward(rt, tiny, scorer, long_field):
+    """A pair that does not fit is one sentence saying the limit, never silently cut, never run."""
+    pair = {"query": "who are you", "response": "a cat.", long_field: "cat " * (tiny.max_length + 10)}
+    before = tiny.counters.snapshot()
+    with pytest.raises(InvalidRequest, match=f"more than tiny's context window of {tiny.max_length} tokens") as e:
+        _run(rt, method="score", scorer=scorer, model="tiny", **pair)
+    assert "\n" not in str(e.value)
+    assert tiny.counters.since(before).forward_passes == 0
+
+
 def test_rerank_keeps_the_best_candidate(rt):
     res = _run(rt, method="rerank", prompt="hi", n=4, max_tokens=4, scorer="forward", seed=3, model="tiny")
     scores = [c["score"] for c in res["candidates"]]

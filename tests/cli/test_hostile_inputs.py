@@ -119,6 +119,8 @@ CASES = [
     Case("temperature inf", ["generate", "hi", "--model", "{tiny}", "--temperature", "inf"], "--temperature"),
     Case("empty stop string", ["generate", "hi", "--model", "{tiny}", "--stop", ""], "--stop"),
     Case("empty texts to score", ["score", "", "", "--model", "{tiny}"], "empty"),
+    Case("score past the context window", ["score", "Who?", "word " * 20000, "--model", "{tiny}"],
+         "context window of 256 tokens"),
     Case("infinite tempering exponent", ["smc", "hi", "-p", "toxicity^1e999", "--model", "{tiny}"], "finite"),
     Case("binary corpus", ["retrieve", "q", "--corpus", "{binary}"], "blob.bin"),
     Case("PNG as corpus", ["retrieve", "q", "--corpus", "{png}"], "img.png"),

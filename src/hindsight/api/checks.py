@@ -78,6 +78,13 @@ def scorer_list(names: Sequence[str], reverse_model: str | None, param: str = "s
                                               "{param}.")
 
 
+def context_window(param: str, tokens: int, limit: int, model: str, what: str) -> None:
+    """``tokens`` (known once the text is tokenized, before any forward pass) within the model's context."""
+    if tokens > limit:
+        raise InvalidRequest(param, f"{what} {tokens:,} tokens, more than {model}'s context window of {limit:,} "
+                                    "tokens; shorten the text.")
+
+
 def potential_spec(spec: str, param: str = "potential") -> None:
     """The spec's grammar and kinds, through the one spec parser (arguments are checked when it is built)."""
     from hindsight.potentials.spec import check_spec

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hindsight.api import checks
 from hindsight.api.errors import InvalidRequest, blame
 from hindsight.api.requests import (REQUESTS, CiteRequest, DefendRequest, GenerateRequest, RainRequest,
                                     RerankRequest, RetrieveRequest, ScoreRequest, SMCRequest)
@@ -63,6 +64,10 @@ def run_generate(req: GenerateRequest, rt: Runtime) -> dict[str, Any]:
 
 def run_score(req: ScoreRequest, rt: Runtime) -> dict[str, Any]:
     sc = rt.scorer(req.scorer, req.task, req.model, req.reverse_model)
+    with blame("query"):
+        ctx, tgt = sc.encode_pair(req.query, req.response, truncate=False)  # one pair: never cut it silently
+    checks.context_window("response", len(ctx) + len(tgt), sc.lm.max_length, sc.lm.name,
+                          f"With scorer {req.scorer}'s prompt the query and response are")
     with blame("query"):
         s = sc.score([req.query], [req.response])
     return {"scorer": req.scorer, "task": req.task, "model": sc.lm.name, "total": float(s.total[0]),

@@ -106,7 +106,10 @@ class PairScorer:
     def __init__(self, lm: LanguageModel, template: Template, name: str = "scorer") -> None:
         self.lm, self.template, self.name = lm, template, name
 
-    def encode_pair(self, query: str, response: str, encode=None) -> tuple[list[int], list[int]]:
+    def encode_pair(self, query: str, response: str, encode=None, truncate: bool = True
+                    ) -> tuple[list[int], list[int]]:
+        """(context ids, target ids) of a pair; a context too long for the model keeps its last tokens unless
+        ``truncate`` is False (then the ids are whole, for a caller that refuses what does not fit)."""
         t, lm = self.template, self.lm
         encode = encode or lm.encode
         ctx_text = t.context.format(query=query, response=response)
@@ -120,10 +123,10 @@ class PairScorer:
             ctx, tgt = ctx[::-1], tgt[::-1]
         tag = encode(t.tag) if t.tag else []
         room = lm.max_length - len(tgt) - len(tag)
-        if room < 1:
+        if room < 1 and truncate:
             raise HindsightError(f"Scorer {self.name}: the text to score is {len(tgt)} tokens, more than "
                                  f"{lm.name}'s context of {lm.max_length}.")
-        ctx = tag + ctx[-room:]  # too long: keep the context tokens nearest the scored text
+        ctx = tag + (ctx[-room:] if truncate else ctx)  # too long: keep the context tokens nearest the scored text
         if not ctx:
             raise HindsightError(f"Scorer {self.name}: the context of a pair is empty.")
         if not tgt:
