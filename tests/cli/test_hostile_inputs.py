@@ -84,7 +84,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "bad.jsonl").write_bytes(b'{"id": 0}\n42\n')
     (root / "bin.jsonl").write_bytes(b'{"id": 0}\n\xff\xfe\n{"id": 1}\n')
     data = _preference_data(root, 3)
-    return {"bad_results": str(root / "bad.jsonl"), "binary_results": str(root / "bin.jsonl"), "data": str(data),
+    empty = _preference_data(root / "empty", 0)
+    return {"bad_results": str(root / "bad.jsonl"), "binary_results": str(root / "bin.jsonl"), "data": str(data), "empty_data": str(empty),
             "tiny": str(tiny), "trunc": str(trunc), "nan": str(nan), "binary": str(binary), "root": str(root),
             "folder": str(root / "folder"), "png": str(root / "img.png"), "latin1": str(root / "latin1.txt"),
             "binary_jsonl": str(root / "blob.jsonl"), "noconfig": str(root / "noconfig.twist"),
@@ -150,6 +151,14 @@ CASES = [
     Case("results file with non-UTF-8 bytes", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}",
                                                "--scorers", "forward", "--out", "{binary_results}"], "utf-8",
          keep=["{binary_results}"]),
+    Case("--limit 0", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}", "--scorers", "forward",
+                       "--limit", "0", "--out", "{root}/limit0.jsonl"], "--limit must be at least 1"),
+    Case("--limit -3", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}", "--scorers", "forward",
+                        "--limit", "-3", "--out", "{root}/limit3.jsonl"], "--limit must be at least 1"),
+    Case("--limit 0 before looking for data", ["eval", "rain-hh", "--data", "{root}/nodata", "--limit", "0",
+                                               "--out", "{root}/rain0.jsonl"], "--limit"),
+    Case("an empty dataset", ["eval", "preferences", "--data", "{empty_data}", "--model", "{tiny}", "--scorers",
+                              "forward", "--out", "{root}/empty.jsonl"], "no items"),
     Case("--out is a folder", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}", "--scorers",
                                "forward", "--out", "{folder}"], "is a folder"),
 ]

@@ -224,3 +224,29 @@ def test_the_runner_closes_the_executor_when_the_run_stops(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_experiment(Squares(n=3), tmp_path / "r.jsonl", executor=holds_workers, on_item=stop)
     assert closed == [True]
+
+
+@dataclass
+class Limited(Squares):
+    limit: int | None = None
+
+    def items(self):
+        return super().items()[: self.limit]
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_limit_below_one_is_refused_when_the_experiment_is_made(limit):
+    from hindsight.api import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match=f"limit must be at least 1 \\(got {limit}\\)") as e:
+        Limited(limit=limit)
+    assert e.value.param == "limit"
+    assert Limited(limit=2).limit == 2 and Limited().limit is None
+
+
+def test_no_items_is_one_sentence_and_writes_nothing(tmp_path):
+    from hindsight.errors import HindsightError
+
+    with pytest.raises(HindsightError, match="squares evaluation has no items"):
+        run_experiment(Squares(n=0), tmp_path / "r.jsonl", loaders=LOADERS)
+    assert not (tmp_path / "r.jsonl").exists()

@@ -35,6 +35,13 @@ def one_of(param: str, value: str, allowed: Sequence[str], what: str | None = No
         raise InvalidRequest(param, f"Unknown {what or param} {value!r}; choose one of {', '.join(allowed)}.")
 
 
+def limit(value: int | None, param: str = "limit") -> None:
+    """An evaluation's item count: None (all) or at least one (0 or a negative number would score nothing, or
+    silently one item)."""
+    if value is not None:
+        at_least(param, value, 1)
+
+
 def not_empty(param: str, value: str, what: str | None = None) -> None:
     if not value.strip():
         raise InvalidRequest(param, f"The {what or param} is empty.")

@@ -27,6 +27,7 @@ if _previous_sigint is signal.default_int_handler:
 import typer  # noqa: E402
 
 from hindsight import __version__  # noqa: E402
+from hindsight.api.errors import InvalidRequest  # noqa: E402
 from hindsight.errors import HindsightError  # noqa: E402
 
 THREADS_HELP = (
@@ -130,6 +131,8 @@ def main() -> None:
         _check_argv(sys.argv[1:])
         rv = app(standalone_mode=False)
     except HindsightError as e:
+        if isinstance(e, InvalidRequest):  # a request or experiment field, named by its flag
+            e = e.renamed("--" + e.param.replace("_", "-"))
         print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -63,13 +63,14 @@ def run_items(exp, out_path: str | Path, scale: Scale, *, loaders=None, info: Ca
               results=None) -> Any:
     """``exp`` on the shared runner under a progress bar, resuming from ``out_path`` (locked for the run);
     on Ray workers when ``scale`` says so. ``results``: the already-opened file (the caller holds the lock)."""
-    from hindsight.experiments.runner import run_experiment
+    from hindsight.experiments.runner import require_items, run_experiment
     from hindsight.records.results import ResultFile
 
+    total = len(require_items(exp, exp.items()))  # no items: one sentence, before the lock and the bar
     with lock_results(out_path if results is None else None):
         rf = results if results is not None else ResultFile(out_path, exp.key_field)
         meter = Meter(scale, info)
-        with progress_bar(exp.name, len(exp.items())) as (prog, task):
+        with progress_bar(exp.name, total) as (prog, task):
             def status(alive: int, workers: int) -> None:
                 meter.alive = (alive, workers)
                 prog.update(task, info=meter.line())

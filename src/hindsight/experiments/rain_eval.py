@@ -82,6 +82,7 @@ class RainHH(_RainEval):
     name = "rain-hh"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         bad = [n for n in self.judges if n not in JUDGES]
         if bad:
             raise HindsightError(f"Unknown judge {bad[0]!r}; choose from {', '.join(JUDGES)}.")

@@ -71,6 +71,12 @@ class Experiment(ABC):
         """The same experiment rebuilt from ``config()`` (in another process, say)."""
         return cls(**config)
 
+    def __post_init__(self) -> None:
+        """Settings checked when the experiment is made (before any data or model is touched)."""
+        from hindsight.api import checks
+
+        checks.limit(getattr(self, "limit", None))
+
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this experiment elsewhere, JSON-able (the dataclass fields by default)."""
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -243,6 +249,14 @@ def check_provenance(results: ResultFile, stamp: dict[str, Any]) -> None:
                 "use another --out (or delete that file) so scores of different models are not mixed.")
 
 
+def require_items(experiment: Experiment, items: Sequence[Item]) -> Sequence[Item]:
+    """``items``, or one sentence when there are none (never a summary of nothing: a table of NaNs)."""
+    if not items:
+        raise HindsightError(f"The {experiment.name} evaluation has no items to run: its data file is empty or "
+                             "every item was filtered out; nothing was written.")
+    return items
+
+
 def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, on_item: OnItem | None = None,
                    executor: Executor | None = None, loaders: Loaders | None = None,
                    on_pace: Callable[[Pace], None] | None = None, pace_after: int = 3) -> Any:
@@ -259,7 +273,7 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
     if stamp is not None:
         check_provenance(results, stamp)
     note = on_item or (lambda _rec: None)
-    items, todo = experiment.items(), []
+    items, todo = require_items(experiment, experiment.items()), []
     for item in items:
         work = experiment.pending(item, usable(results.get(experiment.key(item))))
         if work is None:
