@@ -108,3 +108,34 @@ def test_memory_twist_from_the_command_line(toy_dir, tmp_path):
     res = runner.invoke(app, ["twist", "train", *common, "--out", str(tmp_path / "bad.pt"), "--head", "linear",
                               "--memory"])
     assert isinstance(res.exception, HindsightError) and "--memory needs --head tied" in str(res.exception)
+
+
+def test_bounds_records_carry_the_weights_and_other_weights_get_runs_of_their_own(tmp_path):
+    """Two checkpoints with the same folder name (so the same model name) on one --out: the second run is
+    computed into its own keys, never read back from the first one's records."""
+    from hindsight.lm.toy import toy_model
+
+    dirs = []
+    for seed in (0, 1):
+        d = tmp_path / f"m{seed}" / "model"
+        lm = toy_model(seed=seed + 5)
+        lm.model.save_pretrained(d)
+        lm.tokenizer.save_pretrained(d)
+        dirs.append(str(d))
+    out = tmp_path / "b.jsonl"
+    common = ["bounds", "-p", "regex:c", "--prompt", "ab", "--raw", "--samplers", "bootstrap", "--particles", "2",
+              "--seeds", "2", "--kl-samples", "2", "--max-tokens", "3", "--out", str(out), "--json"]
+
+    def runs():
+        recs = [json.loads(line) for line in out.read_text().splitlines()]
+        return [r for r in recs if "lower" in r]
+
+    first = json.loads(_run([*common, "-m", dirs[0]]))
+    one = runs()
+    assert len(one) == 2 and all(r["produced_by"]["model_weights"] for r in one)
+    again = json.loads(_run([*common, "-m", dirs[0]]))  # the same weights: read back, nothing new
+    assert runs() == one and again["rows"] == first["rows"]
+    _run([*common, "-m", dirs[1]])
+    both = runs()
+    assert len(both) == 4 and {r["id"] for r in both[2:]}.isdisjoint(r["id"] for r in one)
+    assert both[2]["produced_by"]["model_weights"] != one[0]["produced_by"]["model_weights"]

@@ -60,9 +60,58 @@ def test_records_of_another_model_are_refused(tmp_path, monkeypatch):
     path = tmp_path / "r.jsonl"
     assert runner.run_experiment(Exp(model="a"), path) == 2
     before = path.read_bytes()
-    assert b'"produced_by": {"model": "a", "model_weights": "1111"}' in before
-    with pytest.raises(HindsightError, match="model='a', not 'b'"):
+    assert b'"produced_by": {"model": "a", "model_weights": "1111", "reverse_model": null}' in before
+    with pytest.raises(HindsightError, match=r"model='a' \(weights 1111\), not 'b' \(weights 2222\)"):
         runner.run_experiment(Exp(model="b"), path)
     assert path.read_bytes() == before
     assert runner.run_experiment(Exp(model="a"), path) == 2  # same model: resumes, nothing redone
     assert path.read_bytes() == before
+
+
+def test_records_of_other_score_changing_settings_are_refused_but_neutral_ones_resume(tmp_path, monkeypatch):
+    """Provenance covers the settings that change a record (max words, a prompt variant, ...), not those that only
+    choose which items run (limit, data, device); the same weights under another name are the same model."""
+    from dataclasses import dataclass
+
+    from hindsight.experiments import runner
+
+    stamps = {"a": "1111", "copy-of-a": "1111", "b": "2222"}
+    monkeypatch.setattr(runner, "weights_fingerprint", lambda name: stamps[name])
+
+    @dataclass
+    class Exp(runner.ModelExperiment):
+        max_words: int = 200
+        variant: str = "trlm-fo"
+        limit: int | None = None
+        threshold: float = 0.5
+
+        key_field = "id"
+        provenance_ignores = ("threshold",)
+
+        def items(self):
+            return [{"id": i} for i in range(self.limit or 2)]
+
+        def setup(self, loaders):
+            return {}
+
+        def run_item(self, item):
+            return {"id": item["id"], "score": 0.5}
+
+        def summarise(self, records):
+            return len(records)
+
+    path = tmp_path / "r.jsonl"
+    assert runner.run_experiment(Exp(model="a"), path) == 2
+    before = path.read_bytes()
+    assert b'"settings": {"max_words": 200, "variant": "trlm-fo"}' in before
+    for changed, match in ((dict(max_words=100), "max_words=200, not 100"),
+                           (dict(variant="trlm-fo@bare"), "variant='trlm-fo', not 'trlm-fo@bare'"),
+                           (dict(model="b"), "weights 2222"), (dict(reverse_model="rev"), "reverse_model=None")):
+        if "reverse_model" in changed:
+            stamps["rev"] = "3333"
+        with pytest.raises(HindsightError, match=match):
+            runner.run_experiment(Exp(**{"model": "a", **changed}), path)
+        assert path.read_bytes() == before
+    for same in (dict(limit=1), dict(threshold=0.9), dict(device="cpu"), dict(model="copy-of-a")):
+        assert runner.run_experiment(Exp(**{"model": "a", **same}), path) == same.get("limit", 2)
+        assert path.read_bytes() == before  # resumed: nothing recomputed, nothing appended

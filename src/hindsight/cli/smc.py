@@ -189,7 +189,7 @@ def _run_tags(settings: dict, files: dict, names: list[str]) -> tuple[str, str, 
         return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
     tag = fingerprint(settings)  # every run depends on these (not on --seeds: more seeds reuse the runs recorded)
-    target = {k: settings[k] for k in ("model", "prompt", "raw", "potential", "max_tokens", "min_tokens")}
+    target = {k: settings[k] for k in ("model", "weights", "prompt", "raw", "potential", "max_tokens", "min_tokens")}
     reference_tag = fingerprint(target)  # the exact samples depend on the target only ...
     sampler_tags = {k: fingerprint([str(files[k]), files[k].stat().st_mtime]) if files[k] is not None else ""
                     for k in names}  # ... and each sampler's runs on its own twist file only
@@ -244,6 +244,7 @@ def bounds(
     """Lower/upper bounds on log Z and KL estimates for each sampler (exact samples by rejection sampling)."""
     from hindsight.experiments.bounds import bounds as run_bounds
     from hindsight.experiments.bounds import plot_bounds
+    from hindsight.experiments.runner import weights_fingerprint
 
     scale = scale_of(workers, ray_address, gpus_per_worker)
     counts, names, files = _check_bounds_args(particles, seeds, kl_samples, max_tokens, plot, samplers, twist,
@@ -251,8 +252,9 @@ def bounds(
     lm, ids, pot = _setup(model, device, prompt, raw, potential)
     chosen = {name: _load_twist(files[name], lm) for name in names}
     total = len(names) * (len(counts) * seeds + 1)
-    settings = {"model": lm.name, "prompt": prompt, "raw": raw, "potential": pot.name, "max_tokens": max_tokens,
-                "min_tokens": min_tokens, "resample": resample, "ess": ess_threshold}
+    settings = {"model": lm.name, "weights": weights_fingerprint(model), "prompt": prompt, "raw": raw,
+                "potential": pot.name, "max_tokens": max_tokens, "min_tokens": min_tokens, "resample": resample,
+                "ess": ess_threshold}  # another model's (or retrained) weights get runs of their own
 
     tag, reference_tag, sampler_tags = _run_tags(settings, files, names)
     rebuild = {"model": model, "device": device, "prompt": prompt, "raw": raw, "potential": potential,

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from hindsight.errors import HindsightError
-from hindsight.experiments.runner import Executor, Experiment, Loaders, run_experiment
+from hindsight.experiments.runner import Executor, Experiment, Loaders, provenance, run_experiment
 from hindsight.records.results import ResultFile
 from hindsight.lm.base import LanguageModel
 from hindsight.potentials.base import Potential
@@ -154,6 +154,8 @@ class BoundRuns(Experiment):
 
     name = "bounds"
     key_field = "id"
+    # which runs there are, and what is already in the keys (``tag``: the settings, sampler tags: the twists)
+    provenance_ignores = ("samplers", "particles", "seeds", "references", "tag", "sampler_tags", "twist_files")
 
     def items(self) -> list[dict[str, Any]]:
         return [{"id": f"{self.tag}|{name}|{self.sampler_tags.get(name, '')}|{n}|{s}", "sampler": name,
@@ -294,7 +296,8 @@ def bounds(
         name, _, n, s = rec["id"].split("|")[-4:] if rec else ("", "", "", "")
         note(f"{name} N={n} seed {s}" if rec else "recorded run")
 
-    rows = run_experiment(runs, results, on_item=progress, executor=executor)
+    stamp = provenance(runs) if rebuild else None  # the records say which weights and settings made them
+    rows = run_experiment(runs, results, on_item=progress, executor=executor, stamp=stamp)
     kls = kl_estimates(lm, prompt_ids, potential, samplers, references, rows, max_tokens, kl_samples, min_tokens, note)
     return BoundsReport(rows, kls, max(r.lower.mean for r in rows), min(r.upper.mean for r in rows), seeds,
                         len(references), draws)

@@ -117,6 +117,7 @@ class CitationEval(ModelExperiment):
 
     name = "citation"
     key_field = "key"
+    provenance_ignores = ("min_overlap",)  # which highlights are kept, not what their records hold
 
     def items(self) -> list[dict[str, Any]]:
         return self.screen()[0]

@@ -91,6 +91,7 @@ class JailbreakEval(ModelExperiment):
 
     name = "jailbreak"
     key_field = "key"
+    provenance_ignores = ("threshold",)  # applied when summarising
 
     def items(self) -> list[dict[str, Any]]:
         return list(jailbreak_items(self.data, self.limit, self.attack))

@@ -11,9 +11,10 @@ in any order, because nothing but ``config()`` and the items has to travel.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class Experiment(ABC):
 
     name: str = "experiment"
     key_field: str = "key"
+    provenance_ignores: tuple[str, ...] = ()  # config fields that never change a record (see ``provenance``)
     parts: dict[str, Any] | None = None  # what setup loaded (models, scorers ...): never part of the config
 
     @classmethod
@@ -219,11 +221,17 @@ def weights_fingerprint(name_or_path: str | None) -> str:
     return registry.fingerprint(name, path)
 
 
-def provenance(experiment: Experiment) -> dict[str, Any] | None:
-    """What produced an experiment's records: each model it names and the fingerprint of that model's weights.
+NEUTRAL = ("data", "limit", "device", "model", "reverse_model")  # which items run and where; models are stamped apart
 
-    Records carry it (``produced_by``), so a rerun with another ``--model`` (or retrained weights under the same
-    path) on the same ``--out`` is refused instead of reusing the first model's scores under the new label.
+
+def provenance(experiment: Experiment) -> dict[str, Any] | None:
+    """What produced an experiment's records: each model it names with the fingerprint of its weights, and the
+    settings that change a record (the config less :data:`NEUTRAL` and the experiment's ``provenance_ignores``:
+    prompt variants, scorer settings, max words, max tokens, seeds ...).
+
+    Records carry it (``produced_by``), so a rerun on the same ``--out`` with another ``--model``, retrained
+    weights under the same path, or a setting that changes scores is refused instead of reusing the first
+    run's records under the new label.
     """
     stamp: dict[str, Any] = {}
     for field_name in ("model", "reverse_model"):
@@ -231,22 +239,52 @@ def provenance(experiment: Experiment) -> dict[str, Any] | None:
             continue
         value = getattr(experiment, field_name)
         if value is None and field_name == "reverse_model":
+            stamp[field_name] = None
             continue
         stamp[field_name] = value or "default"
         stamp[f"{field_name}_weights"] = weights_fingerprint(value)
-    return stamp or None
+    if not stamp:
+        return None  # an experiment that runs no model (a test's, say) has nothing to stamp
+    skip = set(NEUTRAL) | set(getattr(experiment, "provenance_ignores", ()))
+    settings = {k: v for k, v in experiment.config().items() if k not in skip}
+    if settings:
+        stamp["settings"] = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    return stamp
 
 
-def check_provenance(results: ResultFile, stamp: dict[str, Any]) -> None:
-    """One sentence if ``results`` holds records produced by other models or weights (older records without a
-    ``produced_by`` field are accepted as they are)."""
-    for rec in results.values():
-        theirs = rec.get("produced_by")
-        if theirs is not None and theirs != stamp:
-            diff = next(k for k in sorted(set(stamp) | set(theirs)) if stamp.get(k) != theirs.get(k))
+def _difference(stamp: dict[str, Any], theirs: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first thing two stamps disagree on, as (name, theirs, ours). Only what both recorded is compared
+    (a record written before a setting was stamped is accepted); a model is compared by its weights when both
+    have them, so the same weights under another name or path are the same model."""
+    ours_s, theirs_s = stamp.get("settings") or {}, theirs.get("settings") or {}
+    pairs = [(k, theirs.get(k), stamp.get(k)) for k in sorted(set(stamp) & set(theirs)) if k != "settings"]
+    pairs = [(k, t, o) for k, t, o in pairs if not (k in ("model", "reverse_model") and f"{k}_weights" in stamp
+                                                     and f"{k}_weights" in theirs and t is not None and o is not None)]
+    pairs += [(k, theirs_s[k], ours_s[k]) for k in sorted(set(ours_s) & set(theirs_s))]
+    return next(((k, t, o) for k, t, o in pairs if t != o), None)
+
+
+def check_provenance(results: ResultFile, stamp: dict[str, Any], keys: Iterable[str] | None = None) -> None:
+    """One sentence if the records of ``keys`` (default: every record) in ``results`` were produced by other
+    models, weights or score-changing settings (records without a ``produced_by`` field are accepted as they
+    are)."""
+    stamp = json.loads(json.dumps(stamp, default=str))
+    records = results.values() if keys is None else (results.get(k) for k in keys)
+    for rec in records:
+        theirs = rec.get("produced_by") if isinstance(rec, dict) else None
+        if not isinstance(theirs, dict):
+            continue
+        diff = _difference(stamp, theirs)
+        if diff is not None:
+            name, was, now = diff
+            if name.endswith("_weights"):
+                base = name[: -len("_weights")]
+                shown = f"{base}={theirs.get(base)!r} (weights {was}), not {stamp.get(base)!r} (weights {now})"
+            else:
+                shown = f"{name}={was!r}, not {now!r}"
             raise HindsightError(
-                f"{results.path} holds results produced with {diff}={theirs.get(diff)!r}, not {stamp.get(diff)!r}; "
-                "use another --out (or delete that file) so scores of different models are not mixed.")
+                f"{results.path} holds results produced with {shown}; use another --out (or delete that file) so "
+                "results of different models or settings are not mixed.")
 
 
 def require_items(experiment: Experiment, items: Sequence[Item]) -> Sequence[Item]:
@@ -259,7 +297,8 @@ def require_items(experiment: Experiment, items: Sequence[Item]) -> Sequence[Ite
 
 def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, on_item: OnItem | None = None,
                    executor: Executor | None = None, loaders: Loaders | None = None,
-                   on_pace: Callable[[Pace], None] | None = None, pace_after: int = 3) -> Any:
+                   on_pace: Callable[[Pace], None] | None = None, pace_after: int = 3,
+                   stamp: dict[str, Any] | None = None) -> Any:
     """Run the items not finished in ``results``, appending each record as it comes; return the summary.
 
     Nothing is set up when every item is already done. An exception in an item stops the run after every
@@ -267,13 +306,18 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
     after ``pace_after`` computed items, what an item costs and how long the rest will take. A failure record
     (an item an executor gave up on, see :func:`failure`) is appended and passed to ``on_item`` like any other,
     left out of the summary, and retried by the next run.
+
+    Every record carries ``stamp`` (default: :func:`provenance` of an experiment that loads its own models), and
+    a stored record of one of these items with another stamp stops the run before anything is computed.
     """
     results = open_results(experiment, results)
-    stamp = provenance(experiment) if experiment.parts is None else None
-    if stamp is not None:
-        check_provenance(results, stamp)
-    note = on_item or (lambda _rec: None)
     items, todo = require_items(experiment, experiment.items()), []
+    if stamp is None and experiment.parts is None:
+        stamp = provenance(experiment)
+    if stamp is not None:
+        stamp = json.loads(json.dumps(stamp, default=str))
+        check_provenance(results, stamp, [experiment.key(it) for it in items])
+    note = on_item or (lambda _rec: None)
     for item in items:
         work = experiment.pending(item, usable(results.get(experiment.key(item))))
         if work is None:

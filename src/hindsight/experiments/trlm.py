@@ -52,6 +52,7 @@ class _ScorerEval(ModelExperiment):
 
     key_field = "id"
     task = "answer"
+    provenance_ignores = ("scorers",)  # a record keeps each scorer's scores apart; another scorer adds its own
 
     def pending(self, item: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
         done = {} if previous is None else previous.get("scores", {})
@@ -131,6 +132,7 @@ class RetrievalEval(_ScorerEval):
 
     name = "retrieval"
     task = "retrieval"
+    provenance_ignores = ("scorers", "fusion", "alpha", "fit_alpha", "folds")  # the summary's, not a record's
 
     def claims_path(self) -> Path:
         return dataset_file(SCIFACT, "claims.jsonl", self.data)
