@@ -92,6 +92,22 @@ def context_window(param: str, tokens: int, limit: int, model: str, what: str) -
                                     "tokens; shorten the text.")
 
 
+def device(value: str | None, param: str = "device") -> None:
+    """A device torch knows and this machine has (``None``: cuda if available, else cpu)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidRequest(param, "{param} " + f"must be text such as cpu or cuda (got {value!r}).")
+    text(param, value)
+    from hindsight.errors import HindsightError
+    from hindsight.lm.device import resolve_device
+
+    try:
+        resolve_device(value)
+    except HindsightError as e:
+        raise InvalidRequest(param, str(e)) from None
+
+
 def potential_spec(spec: str, param: str = "potential") -> None:
     """The spec's grammar and kinds, through the one spec parser (arguments are checked when it is built)."""
     from hindsight.potentials.spec import check_spec

@@ -30,6 +30,9 @@ class Runtime:
                  models: dict[str, LanguageModel | str] | None = None,
                  reverse_models: dict[str, ReverseModel | LanguageModel | str] | None = None,
                  twists: dict[str, str | Path] | None = None, loader: Loader | None = None) -> None:
+        from hindsight.api import checks
+
+        checks.device(device)  # every request runs here: a device torch or this machine lacks fails at once
         self.device = device
         self.allow_paths = allow_paths
         self.loader = loader or _default_loader
