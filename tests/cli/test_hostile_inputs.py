@@ -84,8 +84,10 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "bad.jsonl").write_bytes(b'{"id": 0}\n42\n')
     (root / "bin.jsonl").write_bytes(b'{"id": 0}\n\xff\xfe\n{"id": 1}\n')
     data = _preference_data(root, 3)
+    _scifact_data(root, data)
+    stamped = _stamped_results(root, tiny)
     empty = _preference_data(root / "empty", 0)
-    return {"bad_results": str(root / "bad.jsonl"), "binary_results": str(root / "bin.jsonl"), "data": str(data), "empty_data": str(empty),
+    return {"bad_results": str(root / "bad.jsonl"), "binary_results": str(root / "bin.jsonl"), "data": str(data), "empty_data": str(empty), **stamped,
             "tiny": str(tiny), "trunc": str(trunc), "nan": str(nan), "binary": str(binary), "root": str(root),
             "folder": str(root / "folder"), "png": str(root / "img.png"), "latin1": str(root / "latin1.txt"),
             "binary_jsonl": str(root / "blob.jsonl"), "noconfig": str(root / "noconfig.twist"),
@@ -159,6 +161,19 @@ CASES = [
                                                "--out", "{root}/rain0.jsonl"], "--limit"),
     Case("an empty dataset", ["eval", "preferences", "--data", "{empty_data}", "--model", "{tiny}", "--scorers",
                               "forward", "--out", "{root}/empty.jsonl"], "no items"),
+    Case("--fit-alpha malformed", ["eval", "retrieval", "--data", "{data}", "--model", "{tiny}", "--fusion", "minmax",
+                                   "--fit-alpha", "BAD", "--out", "{root}/fit.jsonl"], "--fit-alpha"),
+    Case("--fit-alpha malformed, no data", ["eval", "retrieval", "--data", "{root}/nodata", "--fusion", "minmax",
+                                            "--fit-alpha", "1:x", "--out", "{root}/fit.jsonl"], "--fit-alpha"),
+    Case("--fit-alpha past the claims", ["eval", "retrieval", "--data", "{data}", "--model", "{tiny}", "--fusion",
+                                         "minmax", "--fit-alpha", "100:200", "--out", "{root}/fit.jsonl"],
+         "selects no claims"),
+    Case("results of another model's weights", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}",
+                                                "--scorers", "forward", "--out", "{other_model_results}"],
+         "weights 0000", keep=["{other_model_results}"]),
+    Case("results of another --max-words", ["eval", "retrieval", "--data", "{data}", "--model", "{tiny}",
+                                            "--scorers", "forward", "--out", "{max_words_results}"],
+         "max_words=50, not 200", keep=["{max_words_results}"]),
     Case("--out is a folder", ["eval", "preferences", "--data", "{data}", "--model", "{tiny}", "--scorers",
                                "forward", "--out", "{folder}"], "is a folder"),
 ]
@@ -207,6 +222,36 @@ def _preference_data(root: Path, n: int) -> Path:
     (folder / "pairwise_preferences_alpaca7b_vs_text_davinci_003.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows))
     return root / "data"
+
+
+def _scifact_data(root: Path, data: Path) -> None:
+    """A tiny SciFact in the layout ``hindsight data convert scifact`` writes (made by that converter)."""
+    from hindsight.records.convert import convert
+
+    raw = root / "scifact_raw"
+    raw.mkdir()
+    claims = [{"id": i, "claim": f"Claim {i} about cells.", "cited_doc_ids": [10 + i], "evidence": {}}
+              for i in range(3)]
+    corpus = [{"doc_id": 10 + i, "title": f"Paper {i}", "abstract": [f"Cells divide {i} times."]} for i in range(4)]
+    for name, rows in (("claims_dev.jsonl", claims), ("corpus.jsonl", corpus)):
+        (raw / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    convert("scifact", [str(raw / "claims_dev.jsonl"), str(raw / "corpus.jsonl")], data)
+
+
+def _stamped_results(root: Path, tiny: Path) -> dict[str, str]:
+    """Results files written by another model's weights, and by the tiny model with another --max-words."""
+    from hindsight.experiments.runner import weights_fingerprint
+
+    other = root / "other_model.jsonl"
+    other.write_text(json.dumps({"id": 0, "preference": 1.0, "len_1": 1, "len_2": 1, "scores": {"forward": [
+        [-1.0, 1], [-2.0, 1]]}, "produced_by": {"model": "other", "model_weights": "0000", "reverse_model": None}})
+                     + "\n")
+    words = root / "max_words.jsonl"
+    stamp = {"model": str(tiny), "model_weights": weights_fingerprint(str(tiny)), "reverse_model": None,
+             "settings": {"max_words": 50, "top_k": 20}}
+    words.write_text(json.dumps({"id": 0, "relevant": ["10"], "bm25": ["10"], "bm25_scores": [1.0], "top_k": 20,
+                                 "scores": {"forward": [[-1.0, 3]]}, "produced_by": stamp}) + "\n")
+    return {"other_model_results": str(other), "max_words_results": str(words)}
 
 
 def test_ctrl_c_during_an_evaluation_exits_130_and_keeps_records(files, tmp_path):

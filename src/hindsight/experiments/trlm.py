@@ -182,17 +182,33 @@ class RetrievalEval(_ScorerEval):
         work = super().pending(item, previous)
         return {**item, "todo": []} if work is None and "bm25_scores" not in previous else work
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._dev_rows()  # a malformed --fit-alpha is one sentence before any data is looked for
+
+    def _dev_rows(self) -> tuple[int, int | None] | None:
+        """``fit_alpha`` as a row range (None: no fit, or a claims file); one sentence if it is neither."""
+        spec = self.fit_alpha
+        if not spec or Path(spec).expanduser().is_file():
+            return None
+        m = re.fullmatch(r"(\d*):(\d*)", spec.strip())
+        if not m:
+            raise HindsightError(f"--fit-alpha takes a claims file or a row range START:STOP (got {spec!r}).")
+        start, stop = int(m[1] or 0), int(m[2]) if m[2] else None
+        if stop is not None and stop <= start:
+            raise HindsightError(f"--fit-alpha {spec} is an empty row range (STOP must be above START).")
+        return start, stop
+
     def dev_claims(self) -> list[dict[str, Any]]:
         """The development claims of ``fit_alpha``: a claims JSONL file, or ``START:STOP`` rows of the claims file."""
         spec = self.fit_alpha
         if not spec:
             return []
-        if Path(spec).expanduser().is_file():
+        rows_range = self._dev_rows()
+        if rows_range is None:
             return list(read_jsonl(Path(spec).expanduser()))
-        m = re.fullmatch(r"(\d*):(\d*)", spec.strip())
-        if not m:
-            raise HindsightError(f"--fit-alpha takes a claims file or a row range START:STOP (got {spec!r}).")
-        rows = list(read_jsonl(self.claims_path()))[int(m[1] or 0):int(m[2]) if m[2] else None]
+        start, stop = rows_range
+        rows = list(read_jsonl(self.claims_path()))[start:stop]
         if not rows:
             raise HindsightError(f"--fit-alpha {spec} selects no claims (the claims file has fewer rows).")
         return rows
