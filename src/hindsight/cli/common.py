@@ -63,7 +63,7 @@ def execute_with_progress(request: Request, device: str | None, what: str, quiet
     from hindsight.cli.ticker import ticker
 
     if quiet or not err.is_terminal:
-        return execute(request, device)
+        return execute(request, device, runtime(device, quiet=quiet))
     loaded: dict[str, LanguageModel] = {}
 
     def load(name: str | None, dev: str | None) -> LanguageModel:
