@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from hindsight.api import InvalidRequest, RerankRequest, RetrieveRequest, ScoreRequest
+from hindsight.api import InvalidRequest, RerankRequest, RetrieveRequest, Runtime, ScoreRequest
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute,
                                   err, execute_with_progress, flag, num, out,
                                   print_json, runtime)
@@ -19,10 +19,11 @@ MEAN_OPTION = typer.Option(False, "--mean", help="Rank by per-token mean log-lik
 
 
 def build_scorer(name: str, model: str | None, reverse_model: str | None, device: str | None, task: str,
-                 quiet: bool = False) -> PairScorer:
-    """Check the names first (one-line errors before any loading), then load what the scorer needs."""
+                 quiet: bool = False, rt: Runtime | None = None) -> PairScorer:
+    """Check the names first (one-line errors before any loading), then load what the scorer needs (through
+    ``rt`` when given, so that several scorers on one model share one copy of it)."""
     try:
-        return runtime(device, quiet=quiet).scorer(name, task, model, reverse_model)
+        return (rt or runtime(device, quiet=quiet)).scorer(name, task, model, reverse_model)
     except InvalidRequest as e:
         raise e.renamed(flag(e.param)) from None
 
