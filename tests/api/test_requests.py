@@ -63,6 +63,7 @@ BAD = [
     (RetrieveRequest, {"query": "q", "passages": ["a"], "fusion": "max", "scorer": "forward"}, "fusion"),
     (RetrieveRequest, {"query": "q", "passages": ["a"], "fusion": "rrf"}, "fusion"),
     (RetrieveRequest, {"query": "q", "passages": ["a"], "fusion": "z", "scorer": "forward", "alpha": 1.5}, "alpha"),
+    (RetrieveRequest, {"query": "q", "passages": ["a"], "scorer": "forward", "fit_alpha": "dev.jsonl"}, "fit_alpha"),
     (CiteRequest, {"summary": "S.", "article": "A.", "search": "sideways"}, "search"),
     (CiteRequest, {"summary": " ", "article": "A."}, "summary"),
     (CiteRequest, {"summary": "S.", "article": ""}, "article"),

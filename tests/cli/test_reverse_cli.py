@@ -88,3 +88,16 @@ def test_eval_retrieval_table_shows_paired_results(monkeypatch, capsys, tmp_path
     stdout = run_ok(monkeypatch, capsys, "eval", "retrieval", "--data", str(claims), "--scorers", "forward",
                     "--top-k", "3", "--fusion", "rrf", "--alpha", "0.5", "--out", str(out))
     assert "paired NDCG@10" in stdout and "first-stage ceiling" in stdout and "6 claims" in stdout
+
+
+def test_eval_scorers_share_one_copy_of_the_model(tmp_path):
+    """``--scorers forward,trlm-fo`` loads the forward model once, in the CLI and in a worker alike."""
+    from hindsight.cli.reverse_eval import _loaders
+    from hindsight.experiments.runner import Loaders
+    from hindsight.lm.toy import save_checkpoint, tiny_model
+
+    save_checkpoint(tiny_model(), tmp_path / "tiny")
+    for loaders in (_loaders(), Loaders()):
+        a = loaders.scorer("forward", str(tmp_path / "tiny"), None, "cpu", "retrieval")
+        b = loaders.scorer("trlm-fo", str(tmp_path / "tiny"), None, "cpu", "retrieval")
+        assert a.lm is b.lm and a.name != b.name

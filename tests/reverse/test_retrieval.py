@@ -91,3 +91,60 @@ def test_fused_retrieval_matches_the_fusion_of_both_stages(tiny):
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     with pytest.raises(HindsightError, match="reranker"):
         retrieve("cats", index, top_k=3, fusion="minmax")
+
+
+def test_fit_retrieval_alpha_is_fit_alpha_on_the_scored_top_k(tiny, tmp_path):
+    from hindsight.records.ranking import ndcg_at_k
+    from hindsight.reverse.fusion import Query, fit_alpha
+    from hindsight.reverse.retrieval import fit_retrieval_alpha, read_dev_queries
+
+    dev_file = tmp_path / "dev.jsonl"
+    dev_file.write_text(json.dumps({"query": "cats", "relevant": ["3"]}) + "\n"
+                        + json.dumps({"claim": "dogs bark", "cited_doc_ids": [1]}) + "\n"
+                        + json.dumps({"query": "the sun", "relevant": ["2"]}) + "\n")
+    dev = read_dev_queries(dev_file)
+    assert dev[1] == ("dogs bark", ["1"])
+    index = BM25Index(CORPUS)
+    sc = make_scorer("trlm-fo", tiny, task="retrieval")
+    got = fit_retrieval_alpha(dev, index, sc, method="minmax", top_k=3, folds=3)
+    queries = []
+    for q, rel in dev:
+        hits = index.search(q, 3)
+        second = sc.score([q] * len(hits), [p.text for p, _ in hits]).total.tolist()
+        queries.append(Query([p.id for p, _ in hits], [s for _, s in hits], second, rel))
+    want = fit_alpha(queries, lambda r, rel: ndcg_at_k(r, rel, 10), method="minmax", folds=3)
+    assert got.alpha == want.alpha and got.n_queries == 3 and got.folds == 3
+    assert got.mean_by_alpha == pytest.approx(want.mean_by_alpha, abs=1e-9)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"query": "cats"}) + "\n")
+    with pytest.raises(HindsightError, match="record 1"):
+        read_dev_queries(bad)
+
+
+def test_retrieve_cli_fits_alpha_and_applies_it(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from hindsight.cli.app import main
+    from hindsight.lm.toy import save_checkpoint, tiny_model
+
+    model = tmp_path / "tiny"
+    save_checkpoint(tiny_model(), model)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": p.id, "text": p.text}) + "\n" for p in CORPUS))
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(json.dumps({"query": "cats", "relevant": ["3"]}) + "\n"
+                   + json.dumps({"query": "dogs", "relevant": ["1"]}) + "\n")
+    args = ["hindsight", "retrieve", "cats and dogs", "--corpus", str(corpus), "--scorer", "forward",
+            "--fusion", "z", "--top-k", "3", "--model", str(model), "--device", "cpu"]
+    monkeypatch.setattr(sys, "argv", [*args, "--fit-alpha", str(dev), "--json"])
+    main()
+    res = json.loads(capsys.readouterr().out)
+    assert res["fit"]["n_queries"] == 2 and res["alpha"] == res["fit"]["alpha"] and res["fusion"] == "z"
+    monkeypatch.setattr(sys, "argv", [*args, "--alpha", str(res["alpha"]), "--json"])
+    main()
+    again = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in again["hits"]] == [h["id"] for h in res["hits"]]  # the fitted alpha, applied
+    monkeypatch.setattr(sys, "argv", [*args, "--alpha", "0.3", "--fit-alpha", str(dev)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2 and "either --alpha or --fit-alpha" in capsys.readouterr().err

@@ -100,6 +100,7 @@ class RetrieveRequest(Request):
     reverse_model: str | None = None
     fusion: str | None = None  # fuse BM25 with the reranker: minmax | z | rrf (hindsight.reverse.fusion)
     alpha: float = 0.5  # the reranker's fusion weight (0 = BM25 alone, 1 = reranker alone)
+    fit_alpha: str | None = None  # development queries (JSONL with relevant ids): alpha chosen on them instead
 
     def validate(self) -> Self:
         if self.fusion is not None:
@@ -109,6 +110,8 @@ class RetrieveRequest(Request):
             checks.in_range("alpha", self.alpha, 0.0, 1.0)
             if self.scorer is None:
                 raise InvalidRequest("fusion", "Fusion needs a reranker: give a scorer too.")
+        elif self.fit_alpha is not None:
+            raise InvalidRequest("fit_alpha", "{param} needs a fusion method (minmax, z or rrf).")
         if (self.passages is None) == (self.corpus is None):
             raise InvalidRequest("passages", "A retrieve request needs exactly one of passages and corpus.")
         if self.passages is not None and not self.passages:

@@ -88,7 +88,8 @@ def run_rerank(req: RerankRequest, rt: Runtime) -> dict[str, Any]:
 
 
 def run_retrieve(req: RetrieveRequest, rt: Runtime) -> dict[str, Any]:
-    from hindsight.reverse.retrieval import BM25Index, Passage, read_corpus, retrieve
+    from hindsight.reverse.retrieval import (BM25Index, Passage, fit_retrieval_alpha, read_corpus, read_dev_queries,
+                                             retrieve)
 
     if req.corpus is not None:
         path = rt.file(req.corpus, "corpus", "corpus")
@@ -96,10 +97,21 @@ def run_retrieve(req: RetrieveRequest, rt: Runtime) -> dict[str, Any]:
             passages = read_corpus(path)
     else:
         passages = [Passage(str(i), t.strip()) for i, t in enumerate(req.passages or []) if t.strip()]
+    dev = None
+    if req.fit_alpha is not None:
+        path = rt.file(req.fit_alpha, "fit_alpha", "development queries")
+        with blame("fit_alpha"):
+            dev = read_dev_queries(path)
     sc = rt.scorer(req.scorer, "retrieval", req.model, req.reverse_model) if req.scorer else None
-    hits = retrieve(req.query, BM25Index(passages), top_k=req.top_k, scorer=sc, normalise=req.mean,
-                    max_words=req.max_words, fusion=req.fusion, alpha=req.alpha)
-    fused = {"fusion": req.fusion, "alpha": req.alpha} if req.fusion else {}
+    index = BM25Index(passages)
+    alpha, fused = req.alpha, {}
+    if dev is not None and req.fusion is not None and sc is not None:
+        fit = fit_retrieval_alpha(dev, index, sc, method=req.fusion, top_k=req.top_k, normalise=req.mean,
+                                  max_words=req.max_words)
+        alpha, fused = fit.alpha, {"fit": fit.as_dict()}
+    hits = retrieve(req.query, index, top_k=req.top_k, scorer=sc, normalise=req.mean,
+                    max_words=req.max_words, fusion=req.fusion, alpha=alpha)
+    fused = {"fusion": req.fusion, "alpha": alpha, **fused} if req.fusion else {}
     return {"query": req.query, "scorer": req.scorer or "bm25", **fused, "hits": hits}
 
 

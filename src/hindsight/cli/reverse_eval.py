@@ -143,12 +143,16 @@ def _check_names(spec: str, reverse_model, allow_none: bool = False) -> list[str
 
 
 def _loaders():
-    """Scorers loaded the way ``hindsight score`` loads them (quietly: the progress bar follows)."""
-    from functools import partial
+    """Scorers loaded the way ``hindsight score`` loads them (quietly: the progress bar follows), all through
+    one runtime per device, so that ``--scorers forward,trlm-fo`` loads the model once."""
+    from functools import cache
 
+    from hindsight.cli.common import runtime
     from hindsight.experiments.runner import Loaders
 
-    return Loaders(scorer=partial(build_scorer, quiet=True))
+    shared = cache(lambda device: runtime(device, quiet=True))
+    return Loaders(scorer=lambda name, model, reverse_model, device, task: build_scorer(
+        name, model, reverse_model, device, task, rt=shared(device)))
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from hindsight.api import InvalidRequest, RerankRequest, RetrieveRequest, ScoreRequest
+from hindsight.api import InvalidRequest, RerankRequest, RetrieveRequest, Runtime, ScoreRequest
 from hindsight.cli.common import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, SEED_OPTION, execute,
-                                  execute_with_progress, flag, num, out,
+                                  err, execute_with_progress, flag, num, out,
                                   print_json, runtime)
 from hindsight.errors import HindsightError
 from hindsight.reverse.scorers import SCORERS, PairScorer
@@ -19,10 +19,11 @@ MEAN_OPTION = typer.Option(False, "--mean", help="Rank by per-token mean log-lik
 
 
 def build_scorer(name: str, model: str | None, reverse_model: str | None, device: str | None, task: str,
-                 quiet: bool = False) -> PairScorer:
-    """Check the names first (one-line errors before any loading), then load what the scorer needs."""
+                 quiet: bool = False, rt: Runtime | None = None) -> PairScorer:
+    """Check the names first (one-line errors before any loading), then load what the scorer needs (through
+    ``rt`` when given, so that several scorers on one model share one copy of it)."""
     try:
-        return runtime(device, quiet=quiet).scorer(name, task, model, reverse_model)
+        return (rt or runtime(device, quiet=quiet)).scorer(name, task, model, reverse_model)
     except InvalidRequest as e:
         raise e.renamed(flag(e.param)) from None
 
@@ -93,21 +94,28 @@ def retrieve(
     mean: bool = MEAN_OPTION,
     max_words: int = typer.Option(200, "--max-words", help="Truncate passages to this many words when scoring."),
     fusion: str = typer.Option(None, "--fusion", help="Fuse BM25 with the reranker: minmax | z | rrf."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Fusion weight of the reranker (0 = BM25 alone, 1 = reranker alone)."),
+    alpha: float = typer.Option(None, "--alpha", help="Fusion weight of the reranker, 0..1 (0 = BM25 alone, 1 = reranker alone; default 0.5)."),
+    fit_alpha: str = typer.Option(None, "--fit-alpha", help="Choose alpha on development queries: JSONL with 'query' (or 'claim') and 'relevant' passage ids of the same corpus."),
     model: str = MODEL_OPTION,
     reverse_model: str = REVERSE_MODEL_OPTION,
     device: str = DEVICE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """BM25 retrieval over a corpus file, reranked by a scorer (optionally fused with BM25's score)."""
+    if alpha is not None and fit_alpha is not None:
+        raise HindsightError("Give either --alpha or --fit-alpha, not both.")
     res = execute(RetrieveRequest(query=query, corpus=corpus, top_k=top_k, scorer=scorer, mean=mean,
                                   max_words=max_words, model=model, reverse_model=reverse_model, fusion=fusion,
-                                  alpha=alpha), device)
+                                  alpha=0.5 if alpha is None else alpha, fit_alpha=fit_alpha), device)
     if json_out:
         print_json(res)
         return
     hits = res["hits"]
-    how = f"{scorer} + BM25, {fusion} fusion, alpha {alpha:g}" if fusion else scorer or "BM25"
+    fit = res.get("fit")
+    if fit:
+        err.print(f"alpha {fit['alpha']:g} chosen on {fit['n_queries']} development queries (NDCG@10 "
+                  f"{fit['metric_at_alpha']:.3f}; {fit['folds']}-fold cross-validated {fit['cv_metric']:.3f})")
+    how = f"{scorer} + BM25, {fusion} fusion, alpha {res['alpha']:g}" if fusion else scorer or "BM25"
     table = Table(title=f"top {len(hits)} for {query!r} ({how})")
     for col in ("rank", "id", "bm25", "score", "passage"):
         table.add_column(col)

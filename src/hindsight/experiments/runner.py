@@ -35,11 +35,17 @@ def _load_model(name: str | None, device: str | None) -> LanguageModel:
     return load_model(name, device=device)
 
 
+_RUNTIMES: dict[str | None, Any] = {}  # one per device in this process (a worker's scorers share its models)
+
+
 def _load_scorer(name: str, model: str | None, reverse_model: str | None, device: str | None, task: str):
-    """A TRLM pair scorer, loaded the one way every command loads it (the api's runtime)."""
+    """A TRLM pair scorer, loaded the one way every command loads it (the api's runtime); scorers on the same
+    model share one copy of it."""
     from hindsight.api import Runtime
 
-    return Runtime(device=device).scorer(name, task, model, reverse_model)
+    if device not in _RUNTIMES:
+        _RUNTIMES[device] = Runtime(device=device)
+    return _RUNTIMES[device].scorer(name, task, model, reverse_model)
 
 
 def _load_reverse(spec: str, device: str | None):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from hindsight.errors import HindsightError
+from hindsight.records.paired import resamples
 
 
 @dataclass
@@ -90,12 +91,11 @@ def length_controlled_agreement(agree: Sequence[bool | int], length_preferred: S
         return LengthControlled(0, nan, nan, nan, nan, nan, nan, nan)
     scale = float(np.std(delta))
     theta, phi = fit_logistic(_covariate(delta, scale), y, ridge=ridge)
-    rng = np.random.default_rng(seed)
     boot = np.empty(n_resamples)
-    for b in range(n_resamples):
-        idx = rng.integers(0, n, size=n)
-        s = float(np.std(delta[idx]))
-        boot[b] = _sigmoid(fit_logistic(_covariate(delta[idx], s), y[idx], ridge=ridge)[0])
+    for start, chunk in resamples(n, n_resamples, seed):
+        for b, idx in enumerate(chunk, start):
+            s = float(np.std(delta[idx]))
+            boot[b] = _sigmoid(fit_logistic(_covariate(delta[idx], s), y[idx], ridge=ridge)[0])
     low, high = np.quantile(boot, [0.025, 0.975]) if n_resamples else (math.nan, math.nan)
     return LengthControlled(n, float(y.mean()), float(_sigmoid(theta)), float(low), float(high), theta, phi,
                             scale)

@@ -20,7 +20,7 @@ baseline (highest mean among the named baselines) and compares every other syste
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,19 +41,24 @@ def _diffs(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
     return x - y
 
 
+def resamples(n: int, n_resamples: int, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """Seeded bootstrap resamples of ``n`` items, in chunks ``(first resample's number, [chunk, n] indices)``
+    that bound memory for long item lists; every paired statistic here draws from this one stream."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // max(n, 1))
+    for start in range(0, n_resamples, chunk):
+        yield start, rng.integers(0, n, size=(min(n_resamples, start + chunk) - start, n))
+
+
 def bootstrap_interval(diffs: Sequence[float], *, n_resamples: int = N_RESAMPLES, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the mean of ``diffs`` over ``n_resamples`` seeded resamples of the items."""
     d = np.asarray(diffs, dtype=float)
     if d.size == 0:
         return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
     means = np.empty(n_resamples)
-    chunk = max(1, 2_000_000 // d.size)  # bounded memory for long item lists
-    for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
-        idx = rng.integers(0, d.size, size=(stop - start, d.size))
-        means[start:stop] = d[idx].mean(axis=1)
+    for start, idx in resamples(d.size, n_resamples, seed):
+        means[start:start + len(idx)] = d[idx].mean(axis=1)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return (float(low), float(high))

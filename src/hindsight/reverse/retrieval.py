@@ -11,7 +11,8 @@ from pathlib import Path
 
 from hindsight.errors import HindsightError
 from hindsight.records.data import read_jsonl, read_text
-from hindsight.reverse.fusion import fuse
+from hindsight.records.ranking import ndcg_at_k
+from hindsight.reverse.fusion import AlphaFit, Query, fit_alpha, fuse
 from hindsight.reverse.scorers import PairScorer
 
 
@@ -129,3 +130,36 @@ def retrieve(query: str, index: BM25Index, *, top_k: int = 20, scorer: PairScore
             hit["reranker"] = reranked[i]
         out.append(hit)
     return out
+
+
+def read_dev_queries(path: str | Path) -> list[tuple[str, list[str]]]:
+    """Development queries with their relevant passage ids, for choosing a fusion weight: JSONL with the query
+    under ``query``/``claim``/``question`` and the ids under ``relevant``/``cited_doc_ids`` (SciFact's claims file
+    is such a file)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise HindsightError(f"The development queries file {path} does not exist.")
+    out = []
+    for n, rec in enumerate(read_jsonl(p)):
+        query = next((rec[k] for k in ("query", "claim", "question") if isinstance(rec.get(k), str)), None)
+        relevant = next((rec[k] for k in ("relevant", "cited_doc_ids") if isinstance(rec.get(k), list)), None)
+        if query is None or relevant is None:
+            raise HindsightError(f"{path}, record {n + 1}: a development query needs a 'query' (or 'claim') text "
+                                 "and a 'relevant' (or 'cited_doc_ids') list of passage ids.")
+        out.append((query, [str(d) for d in relevant]))
+    if not out:
+        raise HindsightError(f"The development queries file {path} holds no queries.")
+    return out
+
+
+def fit_retrieval_alpha(dev: Sequence[tuple[str, Sequence[str]]], index: BM25Index, scorer: PairScorer, *,
+                        method: str, top_k: int = 20, normalise: bool = False, max_words: int | None = None,
+                        folds: int = 5, seed: int = 0) -> AlphaFit:
+    """Choose the fusion weight on the user's development queries (best mean NDCG@10 of the fused top
+    ``top_k``, with a k-fold cross-validated estimate), to be applied unchanged to new queries."""
+    queries = []
+    for query, relevant in dev:
+        hits = index.search(query, top_k)
+        second = rerank(scorer, query, [p for p, _ in hits], normalise=normalise, max_words=max_words)
+        queries.append(Query([p.id for p, _ in hits], [s for _, s in hits], second, list(relevant)))
+    return fit_alpha(queries, lambda r, rel: ndcg_at_k(r, rel, 10), method=method, folds=folds, seed=seed)
