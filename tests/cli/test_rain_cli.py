@@ -46,3 +46,13 @@ def test_html_view_from_the_command_line(tmp_path):
     page = (tmp_path / "t.html").read_text()
     assert page.count('<li class="node') == count_nodes(tree["root"]) and "<!DOCTYPE html>" in page
     assert page.count('<h3 class="commit">') == len(tree["steps"]) >= 1
+
+
+def test_bad_batch_is_one_line_error_before_anything_loads(tmp_path):
+    for cmd in ("rain-hh", "rain-truthfulqa"):
+        r = subprocess.run([sys.executable, "-m", "hindsight", "eval", cmd, "--batch", "0", "--out",
+                            str(tmp_path / "r.jsonl"), "--model", str(tmp_path / "no-such-model")],
+                           env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=120)
+        _one_line_error(r)
+        assert "--batch must be at least 1 (got 0)" in r.stderr
+        assert not (tmp_path / "r.jsonl").exists()

@@ -82,3 +82,34 @@ def test_run_rain_hh_writes_incrementally_and_resumes(tmp_path):
     assert again.parts is None  # nothing left to do, so nothing was loaded
     assert lm.counters.since(before).forward_passes == 0  # everything was already done
     assert s2["judges"] == s["judges"]
+
+
+COSTS = ("vanilla_seconds", "rain_seconds", "forward_passes", "batch")  # shares of a batch's cost
+
+
+def test_batched_rain_hh_records_equal_one_at_a_time(tmp_path):
+    """--batch 3 searches three prompts (different lengths) together; every record but its costs is the one
+    --batch 1 writes, and the costs say they are a third of the batch's."""
+    data = tmp_path / "hh_rlhf_harmless_base_test"
+    data.mkdir()
+    prompts = ["Hi there", "Tell me a joke about cats", "Why?", "How do I bake bread at home?"]
+    rows = [{"id": f"x{i}", "prompt": p, "num_human_turns": 1, "chosen": "", "rejected": ""}
+            for i, p in enumerate(prompts)]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lm = chars_model(context=4096)
+    loaders = Loaders(model=lambda name, device: lm)
+    settings = RunSettings(max_tokens=6, max_iters=3, seed=0, evaluator="regex:e")
+    out = {}
+    for b in (1, 3):
+        exp = RainHH(settings=settings, judges=["toxicity"], limit=4, data=str(tmp_path))
+        run_experiment(exp, ResultFile(tmp_path / f"b{b}.jsonl", "id"), loaders=loaders, batch=b)
+        out[b] = [json.loads(x) for x in (tmp_path / f"b{b}.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in out[3]] == [3, 3, 3, 1] and {r["batch"] for r in out[1]} == {1}
+    assert [r["id"] for r in out[3]] == ["x0", "x1", "x2", "x3"]
+    strip = [[{k: v for k, v in r.items() if k not in COSTS} for r in out[b]] for b in (1, 3)]
+    assert strip[0] == strip[1]
+    assert len({r["rain"] for r in out[1]}) > 1 and all(r["iterations"] > 0 for r in out[1])
+    # the vanilla side decoded together is each prompt's lm.generate alone
+    for r in out[3]:
+        alone = lm.generate(r["prompt"], max_tokens=6, top_k=15, seed=0)[0]
+        assert (r["vanilla"], r["vanilla_tokens"]) == (alone.text, len(alone.tokens))

@@ -173,6 +173,21 @@ def test_pace_is_reported_once_after_the_first_items(tmp_path, monkeypatch):
     assert paces == []  # one item left: nothing left to project after it
 
 
+def test_pace_of_a_batched_run_is_measured_over_whole_chunks(tmp_path, monkeypatch):
+    """Chunks of 3 arrive together (14 s of set-up with the first, then 6 s a chunk): 2 s per item, measured
+    on the second chunk, never 0 s from the records of one chunk."""
+    import itertools
+
+    import hindsight.experiments.runner as runner
+
+    ticks = itertools.chain([0.0, 20.0, 20.0, 20.0, 26.0, 26.0, 26.0], itertools.repeat(32.0))
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: next(ticks))
+    paces = []
+    run_experiment(BatchedSquares(n=9), tmp_path / "r.jsonl", loaders=LOADERS, on_pace=paces.append, batch=3)
+    (pace,) = paces
+    assert (pace.measured, pace.seconds_per_item, pace.left) == (3, 2.0, 3)
+
+
 def test_a_failure_record_is_kept_out_of_the_summary_and_retried(tmp_path):
     """An executor that gave up on an item yields ``failure(...)``: appended, skipped by the summary, rerun."""
     from hindsight.experiments.runner import FAILED, failure
@@ -250,3 +265,54 @@ def test_no_items_is_one_sentence_and_writes_nothing(tmp_path):
     with pytest.raises(HindsightError, match="squares evaluation has no items"):
         run_experiment(Squares(n=0), tmp_path / "r.jsonl", loaders=LOADERS)
     assert not (tmp_path / "r.jsonl").exists()
+
+
+@dataclass
+class BatchedSquares(Squares):
+    """Squares whose ``run_batch`` records the chunks it was handed (and checks none runs item by item)."""
+
+    chunks: list = field(default_factory=list)
+
+    def run_batch(self, items):
+        self.chunks.append([it["key"] for it in items])
+        if any(it["i"] == self.fail_at for it in items):
+            raise RuntimeError("chunk failed")
+        return [{"key": it["key"], "square": it["i"] ** 2, "model": self.parts["model"]} for it in items]
+
+
+def test_batch_hands_chunks_to_run_batch_and_writes_each_finished_chunk(tmp_path):
+    path, seen = tmp_path / "r.jsonl", []
+    exp = BatchedSquares(n=7, fail_at=5)
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        run_experiment(exp, path, loaders=LOADERS, batch=3, on_item=seen.append)
+    assert exp.chunks == [["k0", "k1", "k2"], ["k3", "k4", "k5"]]
+    assert [r["key"] for r in lines(path)] == ["k0", "k1", "k2"]  # the first chunk was kept
+    again = BatchedSquares(n=7)
+    summary = run_experiment(again, path, loaders=LOADERS, batch=3)
+    assert again.chunks == [["k3", "k4", "k5"], ["k6"]]  # resumed at the failed chunk; a short last chunk
+    assert summary == {"n": 7, "total": sum(i * i for i in range(7))}
+    assert lines(path)[3:] == [{"key": f"k{i}", "square": i * i, "model": "loaded m"} for i in range(3, 7)]
+
+
+def test_batch_default_run_batch_is_run_item_per_item_and_batch_must_be_positive(tmp_path):
+    from hindsight.api.errors import InvalidRequest
+
+    exp = Squares(n=5)
+    assert run_experiment(exp, tmp_path / "r.jsonl", loaders=LOADERS, batch=2) == {"n": 5, "total": 30}
+    assert exp.ran == ["k0", "k1", "k2", "k3", "k4"]
+    with pytest.raises(InvalidRequest, match="batch must be at least 1"):
+        run_experiment(Squares(n=2), tmp_path / "s.jsonl", loaders=LOADERS, batch=0)
+
+
+def test_worker_answers_a_call_with_run_batch():
+    from hindsight.distributed.worker import Worker
+
+    w = Worker(BatchedSquares, {"n": 4}, 1, LOADERS)
+    assert isinstance(w.prepare(), int)
+    items = w.experiment.items()
+    records, error = w.run(items[:3])
+    assert error is None and [r["square"] for r in records] == [0, 1, 4]
+    assert w.experiment.chunks == [["k0", "k1", "k2"]]
+    w.experiment.fail_at = 3
+    records, error = w.run(items[2:])
+    assert records == [] and isinstance(error, RuntimeError)

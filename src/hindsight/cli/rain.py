@@ -30,6 +30,9 @@ VALUE_RULE_OPTION = typer.Option(
          "'soft' (2 * mean p(good) - 1; near 0 for a small model).")
 VALUE_THRESHOLD_OPTION = typer.Option(0.8, "--value-threshold", help="... and a value above this (Vt).")
 EVAL_TOKENS_OPTION = typer.Option(32, "--max-tokens", help="Response tokens at most (vanilla and RAIN alike).")
+BATCH_OPTION = typer.Option(1, "--batch", help="Prompts searched together (one forward for all their searches); "
+                                               "each item's answer is the one it gets alone. With --workers: items "
+                                               "per call to a worker.")
 
 
 def rain(
@@ -103,14 +106,21 @@ def _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluato
                        value_rule=value_rule)
 
 
-def _run_with_bar(exp, out_path: Path, scale) -> dict:
-    """The experiment on the shared runner, resuming from ``out_path`` under a progress bar; the summary
-    records the settings."""
+def _check_batch(batch: int) -> None:
+    from hindsight.api.checks import at_least
+
+    with flag_errors():
+        at_least("batch", batch, 1)
+
+
+def _run_with_bar(exp, out_path: Path, scale, batch: int = 1) -> dict:
+    """The experiment on the shared runner, ``batch`` items at a time, resuming from ``out_path`` under a
+    progress bar; the summary records the settings."""
     from hindsight.experiments.runner import Loaders
 
     state = {"n": 0, "iters": 0, "secs": 0.0}
     summary = run_items(exp, out_path, scale, loaders=Loaders(model=get_model),
-                        info=lambda rec: _progress_info(state, rec))
+                        info=lambda rec: _progress_info(state, rec), batch=batch)
     summary["settings"] = vars(exp.settings)
     return summary
 
@@ -132,15 +142,17 @@ def eval_rain_hh(
     workers: int = WORKERS_OPTION,
     ray_address: str = RAY_ADDRESS_OPTION,
     gpus_per_worker: float = GPUS_OPTION,
+    batch: int = BATCH_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """HH harmless prompts: vanilla vs RAIN, same model and token budget, judged independently."""
     from hindsight.experiments.rain_eval import RainHH
 
+    _check_batch(batch)
     scale = scale_of(workers, ray_address, gpus_per_worker)
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
     exp = RainHH(settings=settings, judges=judge, limit=limit, data=data, model=model, device=device)
-    summary = _run_with_bar(exp, out_path, scale)
+    summary = _run_with_bar(exp, out_path, scale, batch)
     if json_out:
         print_json(summary)
         return
@@ -174,15 +186,17 @@ def eval_rain_truthfulqa(
     workers: int = WORKERS_OPTION,
     ray_address: str = RAY_ADDRESS_OPTION,
     gpus_per_worker: float = GPUS_OPTION,
+    batch: int = BATCH_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """TruthfulQA: MC1/MC2 by vanilla scoring; vanilla vs RAIN answers judged by similarity to the references."""
     from hindsight.experiments.rain_eval import RainTruthfulQA
 
+    _check_batch(batch)
     scale = scale_of(workers, ray_address, gpus_per_worker)
     settings = _settings(max_tokens, max_iters, min_visits, value_threshold, seed, evaluator, value_rule)
     exp = RainTruthfulQA(settings=settings, limit=limit, data=data, model=model, device=device, generate=generate)
-    summary = _run_with_bar(exp, out_path, scale)
+    summary = _run_with_bar(exp, out_path, scale, batch)
     if json_out:
         print_json(summary)
         return

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,9 +61,10 @@ class Meter:
 
 
 def run_items(exp, out_path: str | Path, scale: Scale, *, loaders=None, info: Callable[[dict], str] = lambda r: "",
-              results=None) -> Any:
+              results=None, batch: int = 1) -> Any:
     """``exp`` on the shared runner under a progress bar, resuming from ``out_path`` (locked for the run);
-    on Ray workers when ``scale`` says so. ``results``: the already-opened file (the caller holds the lock)."""
+    on Ray workers when ``scale`` says so. ``results``: the already-opened file (the caller holds the lock).
+    ``batch``: items run together (``Experiment.run_batch``), in this process or per call to a Ray worker."""
     from hindsight.experiments.runner import require_items, run_experiment
     from hindsight.records.results import ResultFile
 
@@ -79,8 +81,8 @@ def run_items(exp, out_path: str | Path, scale: Scale, *, loaders=None, info: Ca
             if scale.distributed:
                 from hindsight.distributed import ray_executor
 
-                executor = ray_executor(scale, on_status=status)
-            summary = run_experiment(exp, rf, loaders=loaders, executor=executor,
+                executor = ray_executor(dataclasses.replace(scale, batch=max(scale.batch, batch)), on_status=status)
+            summary = run_experiment(exp, rf, loaders=loaders, executor=executor, batch=batch,
                                      on_item=lambda rec: prog.update(task, advance=1, info=meter.record(rec)),
                                      on_pace=lambda p: prog.console.print(p.text()))
     if meter.failed:

@@ -44,10 +44,16 @@ class Worker:
         return os.getpid()
 
     def run(self, items: list[Item]) -> tuple[list[Record], BaseException | None]:
-        """The records of ``items`` in order, up to the first item that raised (and that exception)."""
+        """The records of ``items`` in order, up to the first item that raised (and that exception); an experiment
+        with its own ``run_batch`` answers the whole call with it (none of its records when it raised)."""
         if self.experiment is None or self.experiment.parts is None:
             return [], RuntimeError("run called on a worker that is not prepared")
         done: list[Record] = []
+        if len(items) > 1 and type(self.experiment).run_batch is not Experiment.run_batch:
+            try:  # the experiment shares work among items (RAIN's searches): all or nothing for this call
+                return self.experiment.run_batch(items), None
+            except Exception as e:  # noqa: BLE001
+                return [], _portable(e)
         for item in items:
             try:
                 done.append(self.experiment.run_item(item))

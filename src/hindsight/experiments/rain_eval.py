@@ -18,6 +18,7 @@ from hindsight.experiments.compare import rain_comparison, truthful_comparison
 from hindsight.experiments.rain_judges import EVAL_ROWS, JUDGES, hh_rows, make_judges, make_rain_evaluator
 from hindsight.experiments.runner import Experiment, Loaders
 from hindsight.errors import HindsightError
+from hindsight.lm import ragged
 from hindsight.lm.base import LanguageModel
 from hindsight.potentials.self_eval import SelfEvaluator
 from hindsight.records.data import dataset_file, read_jsonl
@@ -42,14 +43,28 @@ class RunSettings:
                                    min_visits=self.min_visits, value_threshold=self.value_threshold, seed=self.seed)
 
 
-def vanilla_and_rain(lm: LanguageModel, search: Rain, prompt: str, seed: int) -> dict[str, Any]:
-    """One prompt answered by vanilla sampling (RAIN's top-k, same budget) and by RAIN, with their costs."""
+def vanilla_and_rain(lm: LanguageModel, search: Rain, prompts: Sequence[str], seed: int) -> list[dict[str, Any]]:
+    """Prompts answered by vanilla sampling (RAIN's top-k, same budget) and by RAIN, with their costs.
+
+    Several prompts are decoded together (vanilla with ``ragged.generate_many``, RAIN with ``Rain.run_many``);
+    each prompt's answers are those it gets alone with the same seed. Seconds and forward passes are the
+    batch's, shared evenly among its prompts.
+    """
+    cfg = search.cfg
     t0 = time.perf_counter()
-    vanilla = lm.generate(prompt, max_tokens=search.cfg.max_tokens, top_k=search.cfg.top_k, seed=seed)[0]
-    v_sec = time.perf_counter() - t0
-    res = search.run(prompt)
-    return {"vanilla": vanilla, "rain": res, "vanilla_seconds": round(v_sec, 3),
-            "rain_seconds": round(res.seconds, 3)}
+    if ragged.supported(lm):
+        ids = [lm.prompt_ids(p) for p in prompts]
+        for x in ids:
+            lm.check_length(len(x), cfg.max_tokens)
+        toks = ragged.generate_many(lm, ids, cfg.max_tokens, top_k=cfg.top_k, seed=seed)
+        vanilla, v_tokens = [lm.decode(t) for t in toks], [len(t) for t in toks]
+    else:
+        outs = [lm.generate(p, max_tokens=cfg.max_tokens, top_k=cfg.top_k, seed=seed)[0] for p in prompts]
+        vanilla, v_tokens = [o.text for o in outs], [len(o.tokens) for o in outs]
+    v_sec = (time.perf_counter() - t0) / len(prompts)
+    results = search.run_many(prompts)
+    return [{"vanilla": v, "vanilla_tokens": n, "rain": res, "vanilla_seconds": round(v_sec, 3),
+             "rain_seconds": round(res.seconds, 3)} for v, n, res in zip(vanilla, v_tokens, results)]
 
 
 @dataclass
@@ -98,20 +113,27 @@ class RainHH(_RainEval):
         return {"lm": lm, "search": search, "self_eval": self_eval, "judges": make_judges(self.judges, self.data)}
 
     def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.run_batch([item])[0]
+
+    def run_batch(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items' prompts searched together (``--batch``); each record equals its record run alone."""
         p = self.parts
-        prompt = item["prompt"]
-        both = vanilla_and_rain(p["lm"], p["search"], prompt, self.settings.seed)
-        vanilla, res = both["vanilla"], both["rain"]
-        replies = [vanilla.text, res.text]
-        return {
-            "id": item["id"], "prompt": prompt, "vanilla": vanilla.text, "rain": res.text,
-            "vanilla_tokens": len(vanilla.tokens), "rain_tokens": len(res.tokens),
-            "vanilla_seconds": both["vanilla_seconds"], "rain_seconds": both["rain_seconds"],
-            "iterations": res.iterations, "forward_passes": res.forward_passes,
-            "evaluator": p["search"].evaluator.name,
-            "self_eval": p["self_eval"].values(prompt, replies).tolist(),
-            "judges": {j.name: j.scores(prompt, replies) for j in p["judges"]},
-        }
+        prompts = [item["prompt"] for item in items]
+        both = vanilla_and_rain(p["lm"], p["search"], prompts, self.settings.seed)
+        out = []
+        for item, b in zip(items, both):
+            prompt, res = item["prompt"], b["rain"]
+            replies = [b["vanilla"], res.text]
+            out.append({
+                "id": item["id"], "prompt": prompt, "vanilla": b["vanilla"], "rain": res.text,
+                "vanilla_tokens": b["vanilla_tokens"], "rain_tokens": len(res.tokens),
+                "vanilla_seconds": b["vanilla_seconds"], "rain_seconds": b["rain_seconds"],
+                "iterations": res.iterations, "forward_passes": res.forward_passes, "batch": len(items),
+                "evaluator": p["search"].evaluator.name,
+                "self_eval": p["self_eval"].values(prompt, replies).tolist(),  # per item: 2 texts, exact
+                "judges": {j.name: j.scores(prompt, replies) for j in p["judges"]},
+            })
+        return out
 
     def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return summarise_hh(records)
@@ -196,22 +218,29 @@ class RainTruthfulQA(_RainEval):
         return {"lm": lm, "search": self._search(lm, "truthful"), "embed": get_embedder().embed}
 
     def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.run_batch([item])[0]
+
+    def run_batch(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """MC scores per item; the items' questions answered together (``--batch``), as each would be alone."""
         lm, search, embed = self.parts["lm"], self.parts["search"], self.parts["embed"]
-        mc1, mc2 = mc_metrics(lm, item)
-        rec: dict[str, Any] = {"id": item["id"], "question": item["question"], "mc1": mc1, "mc2": round(mc2, 5)}
+        recs = []
+        for item in items:
+            mc1, mc2 = mc_metrics(lm, item)
+            recs.append({"id": item["id"], "question": item["question"], "mc1": mc1, "mc2": round(mc2, 5)})
         if search is None:
-            return rec
-        both = vanilla_and_rain(lm, search, item["question"], self.settings.seed)
-        vanilla, res = both["vanilla"], both["rain"]
-        refs = (item["correct_answers"], item["incorrect_answers"])
-        rec.update({
-            "vanilla": vanilla.text, "rain": res.text, "vanilla_seconds": both["vanilla_seconds"],
-            "rain_seconds": both["rain_seconds"], "iterations": res.iterations,
-            "forward_passes": res.forward_passes, "evaluator": search.evaluator.name,
-            "vanilla_verdict": reference_verdict(embed, vanilla.text, *refs),
-            "rain_verdict": reference_verdict(embed, res.text, *refs),
-        })
-        return rec
+            return recs
+        both = vanilla_and_rain(lm, search, [item["question"] for item in items], self.settings.seed)
+        for rec, item, b in zip(recs, items, both):
+            res = b["rain"]
+            refs = (item["correct_answers"], item["incorrect_answers"])
+            rec.update({
+                "vanilla": b["vanilla"], "rain": res.text, "vanilla_seconds": b["vanilla_seconds"],
+                "rain_seconds": b["rain_seconds"], "iterations": res.iterations,
+                "forward_passes": res.forward_passes, "batch": len(items), "evaluator": search.evaluator.name,
+                "vanilla_verdict": reference_verdict(embed, b["vanilla"], *refs),
+                "rain_verdict": reference_verdict(embed, res.text, *refs),
+            })
+        return recs
 
     def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return summarise_truthfulqa(records)

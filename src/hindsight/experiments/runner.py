@@ -111,6 +111,11 @@ class Experiment(ABC):
     def run_item(self, item: Item) -> Record:
         """The record of one item (a function of the item once set up)."""
 
+    def run_batch(self, items: Sequence[Item]) -> list[Record]:
+        """The records of several items, in order (default: ``run_item`` of each). Experiments whose items can
+        share forwards (RAIN's searches) override it; each record must equal the one ``run_item`` gives."""
+        return [self.run_item(item) for item in items]
+
     @abstractmethod
     def summarise(self, records: list[Record]) -> Any:
         """The numbers reported for ``records`` (those of ``items()``, in item order), with intervals."""
@@ -144,13 +149,25 @@ class ModelExperiment(Experiment):
 Executor = Callable[[Experiment, Sequence[Item]], Iterator[tuple[Item, Record]]]
 
 
-def in_process(loaders: Loaders | None = None) -> Executor:
-    """The default executor: set the experiment up here, then run the items one after the other, in order."""
+def in_process(loaders: Loaders | None = None, batch: int = 1) -> Executor:
+    """The default executor: set the experiment up here, then run the items in order, ``batch`` at a time.
+
+    With ``batch > 1`` each chunk of pending items goes to ``run_batch`` and its records come back when the
+    chunk is done (so an interruption loses at most the chunk in progress; finished chunks are in the file).
+    """
+    from hindsight.api.checks import at_least
+
+    at_least("batch", batch, 1)
 
     def execute(experiment: Experiment, items: Sequence[Item]) -> Iterator[tuple[Item, Record]]:
         experiment.prepare(loaders)
-        for item in items:
-            yield item, experiment.run_item(item)
+        for at in range(0, len(items), batch):
+            chunk = list(items[at: at + batch])
+            records = [experiment.run_item(chunk[0])] if batch == 1 else experiment.run_batch(chunk)
+            if len(records) != len(chunk):
+                raise HindsightError(f"{experiment.name}: run_batch returned {len(records)} records for "
+                                     f"{len(chunk)} items.")
+            yield from zip(chunk, records)
 
     return execute
 
@@ -303,7 +320,7 @@ def require_items(experiment: Experiment, items: Sequence[Item]) -> Sequence[Ite
 
 def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, on_item: OnItem | None = None,
                    executor: Executor | None = None, loaders: Loaders | None = None,
-                   on_pace: Callable[[Pace], None] | None = None, pace_after: int = 3,
+                   on_pace: Callable[[Pace], None] | None = None, pace_after: int = 3, batch: int = 1,
                    stamp: dict[str, Any] | None = None) -> Any:
     """Run the items not finished in ``results``, appending each record as it comes; return the summary.
 
@@ -311,7 +328,8 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
     record finished before it has been written, so rerunning resumes at that item. ``on_pace`` hears once,
     after ``pace_after`` computed items, what an item costs and how long the rest will take. A failure record
     (an item an executor gave up on, see :func:`failure`) is appended and passed to ``on_item`` like any other,
-    left out of the summary, and retried by the next run.
+    left out of the summary, and retried by the next run. ``batch``: pending items handed to the default
+    executor's ``run_batch`` at a time (an explicit ``executor`` decides for itself).
 
     Every record carries ``stamp`` (default: :func:`provenance` of an experiment that loads its own models), and
     a stored record of one of these items with another stamp stops the run before anything is computed.
@@ -332,7 +350,8 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
             todo.append(work)
     if todo:
         stamps = [time.perf_counter()]
-        stream = (executor or in_process(loaders))(experiment, todo)
+        unit = batch if executor is None and batch > 1 else 1  # records arrive a chunk at a time
+        stream = (executor or in_process(loaders, batch))(experiment, todo)
         try:
             for item, record in stream:
                 record = _record(experiment, usable(results.get(experiment.key(item))), record)
@@ -342,8 +361,8 @@ def run_experiment(experiment: Experiment, results: ResultFile | str | Path, *, 
                 note(record)
                 stamps.append(time.perf_counter())
                 done = len(stamps) - 1
-                if on_pace and done == min(pace_after, len(todo)) and done < len(todo):
-                    first = 1 if done > 1 else 0  # the first item also paid for the set-up
+                if on_pace and done == min(max(pace_after, 2 * unit), len(todo)) and done < len(todo):
+                    first = unit if done > unit else 0  # the first chunk also paid for the set-up
                     on_pace(Pace(done - first, (stamps[-1] - stamps[first]) / (done - first), len(todo) - done))
         finally:  # an executor that holds workers stops them now, not when the generator is collected
             getattr(stream, "close", lambda: None)()

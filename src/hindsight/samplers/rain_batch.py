@@ -69,45 +69,58 @@ JudgeMany = Callable[[Sequence[tuple[str, Sequence[str]]]], list[torch.Tensor]]
 EmbedFn = Callable[[Sequence[str]], torch.Tensor | None]
 
 
+MERGE_WASTE = 24  # padding row-tokens worth saving a forward for (on a CPU a forward's fixed cost is about this)
+
+
 def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list[int]], roots: list[Rows],
                   pending: dict[int, list[int]], opens: dict[int, Open],
                   steps: dict[int, Step]) -> tuple[Rows | None, dict[int, list[int]], dict]:
-    """Answer all opens and steps: one forward for the steps, one for the opens; returns the new session.
+    """Answer all opens and steps: one forward for the steps and one for the opens, or a single forward for both
+    when padding the steps' rows to the opens' width wastes at most ``MERGE_WASTE`` row-tokens; returns the new
+    session.
 
     An open also brings its search's cached response up to date with the tokens committed since (``pending``),
     in the same forward: a commit costs no forward of its own."""
     answers: dict[int, torch.Tensor] = {}
-    parts: list[Rows] = []
+    groups: list[tuple[Rows, list[list[int]], dict[int, int]]] = []  # (rows, tokens per row, also_after)
     new_owned: dict[int, list[int]] = {}
     width = 0
     if steps:
         order = list(steps)
         parents = [owned[i][p] for i in order for p, _ in steps[i].keys]
         kept = session if parents == list(range(session.n)) else ragged.take(session, parents)
-        stepped = ragged.append(lm, kept, [[t] for i in order for _, t in steps[i].keys])
-        parts.append(stepped)
+        groups.append((kept, [[t] for i in order for _, t in steps[i].keys], {}))
         for i in order:
             k = len(steps[i].keys)
             new_owned[i] = list(range(width, width + k))
             width += k
+    open_order = list(opens)
     if opens:
-        order = list(opens)
         # committed tokens not yet in a search's cached response go first; the response is then cut from the row
-        lead = {j: len(pending.get(i, [])) for j, i in enumerate(order) if pending.get(i)}
-        opened = ragged.append(lm, ragged.join([roots[i] for i in order]),
-                               [pending.get(i, []) + opens[i].tokens for i in order], also_after=lead)
-        for j, k in lead.items():
-            i = order[j]
-            row = ragged.take(opened, [j]) if len(order) > 1 else opened
-            roots[i] = ragged.truncate(row, int(roots[i].lengths()[0]) + k, opened.extra[j])
-            pending.pop(i)
-        parts.append(opened)
-        for j, i in enumerate(order):
+        lead = {j: len(pending.get(i, [])) for j, i in enumerate(open_order) if pending.get(i)}
+        groups.append((ragged.join([roots[i] for i in open_order]),
+                       [pending.get(i, []) + opens[i].tokens for i in open_order], lead))
+        for j, i in enumerate(open_order):
             new_owned[i] = [width + j]
-        width += len(order)
-    if not parts:
+        width += len(open_order)
+    if not groups:
         return None, {}, answers
-    new = ragged.join(parts) if len(parts) > 1 else parts[0]
+    toks = [t for _, ts, _ in groups for t in ts]
+    waste = len(toks) * max(len(t) for t in toks) - sum(len(t) for t in toks)
+    if len(groups) > 1 and waste <= MERGE_WASTE:
+        at = groups[0][0].n
+        groups = [(ragged.join([g[0] for g in groups]), toks, {at + j: k for j, k in groups[1][2].items()})]
+    done = [ragged.append(lm, rows, ts, also_after=after) for rows, ts, after in groups]
+    new = ragged.join(done) if len(done) > 1 else done[0]
+    if opens:
+        src = done[-1]
+        base = src.n - len(open_order)  # the opens are the last rows of the last forward
+        for j, i in enumerate(open_order):
+            if not pending.get(i):
+                continue
+            row = ragged.take(src, [base + j]) if src.n > 1 else src
+            roots[i] = ragged.truncate(row, int(roots[i].lengths()[0]) + len(pending[i]), src.extra[base + j])
+            pending.pop(i)
     for i, rows in new_owned.items():
         answers[i] = new.logprobs[rows]
     return new, new_owned, answers
@@ -133,32 +146,47 @@ def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Se
     owned: dict[int, list[int]] = {}
     pending_commits: dict[int, list[int]] = {}
     while pending:
-        kinds: dict[type, dict[int, Any]] = {k: {} for k in (Open, Step, Judge, Embed, Commit)}
-        for i, req in pending.items():
-            kinds[type(req)][i] = req
-        answers: dict[int, Any] = {}
-        if kinds[Open] or kinds[Step]:
-            session, owned, decoded = _decode_round(lm, session, owned, roots, pending_commits, kinds[Open],
-                                                    kinds[Step])
-            answers.update(decoded)
-        else:
-            session, owned = None, {}
-        if kinds[Judge]:
-            order = list(kinds[Judge])
-            vals = judge_many([(prompts[i], kinds[Judge][i].texts) for i in order])
-            answers.update(zip(order, vals))
-        if kinds[Embed]:
-            order = list(kinds[Embed])
-            texts = [t for i in order for t in kinds[Embed][i].texts]
-            embs = embed(texts)
-            at = 0
-            for i in order:
-                k = len(kinds[Embed][i].texts)
-                answers[i] = None if embs is None else embs[at: at + k]
-                at += k
-        for i, c in kinds[Commit].items():  # applied by the search's next open (see _decode_round)
-            pending_commits.setdefault(i, []).extend(c.tokens)
-            answers[i] = None
-        for i in list(pending):
-            advance(i, answers[i])
+        # first everything that needs no forward (evaluations, embeddings, commits), each kind in one call, until
+        # every search waits for a decoding: a search that judges does not sit out the next forward
+        while True:
+            kinds = _by_kind(pending)
+            if not (kinds[Judge] or kinds[Embed] or kinds[Commit]):
+                break
+            for i, answer in _answer_offline(kinds, prompts, judge_many, embed, pending_commits).items():
+                advance(i, answer)
+        if not pending:
+            break
+        session, owned, decoded = _decode_round(lm, session, owned, roots, pending_commits, kinds[Open], kinds[Step])
+        for i, answer in decoded.items():
+            advance(i, answer)
     return results
+
+
+def _by_kind(pending: dict[int, Request]) -> dict[type, dict[int, Any]]:
+    kinds: dict[type, dict[int, Any]] = {k: {} for k in (Open, Step, Judge, Embed, Commit)}
+    for i, req in pending.items():
+        kinds[type(req)][i] = req
+    return kinds
+
+
+def _answer_offline(kinds: dict[type, dict[int, Any]], prompts: Sequence[str], judge_many: JudgeMany,
+                    embed: EmbedFn, pending_commits: dict[int, list[int]]) -> dict[int, Any]:
+    """Answers to the requests that need no decoding forward: one evaluator call, one embedder call."""
+    answers: dict[int, Any] = {}
+    if kinds[Judge]:
+        order = list(kinds[Judge])
+        vals = judge_many([(prompts[i], kinds[Judge][i].texts) for i in order])
+        answers.update(zip(order, vals))
+    if kinds[Embed]:
+        order = list(kinds[Embed])
+        texts = [t for i in order for t in kinds[Embed][i].texts]
+        embs = embed(texts)
+        at = 0
+        for i in order:
+            k = len(kinds[Embed][i].texts)
+            answers[i] = None if embs is None else embs[at: at + k]
+            at += k
+    for i, c in kinds[Commit].items():  # applied by the search's next open (see _decode_round)
+        pending_commits.setdefault(i, []).extend(c.tokens)
+        answers[i] = None
+    return answers
