@@ -6,8 +6,8 @@ from transformers import Gemma3TextConfig, Gemma3ForCausalLM, GPT2Config, GPT2LM
 from transformers import Qwen2ForCausalLM
 
 from hindsight.errors import HindsightError
-from hindsight.lm.cascade import SharedPrefixCache, two_part_attention
-from hindsight.lm.hf import HFLanguageModel
+from hindsight.lm.cascade import SUFFIX_BLOCK, SharedPrefixCache, capacity, two_part_attention
+from hindsight.lm.hf import HFLanguageModel, log_softmax_rows_
 from hindsight.lm.toy import TINY_SYMBOLS, char_tokenizer, tiny_model
 
 V = len(TINY_SYMBOLS) + 1
@@ -78,6 +78,38 @@ def test_steps_extends_selects_and_finished_rows(shared_lm):
             state = lm.select(state, torch.randint(0, state.n, (n_new,), generator=gen))
         assert_exact(lm, state)
     assert bool(state.done.any()) or state.n > 0
+
+
+def test_appends_in_place_never_reach_another_state(shared_lm):
+    """Suffixes grow in place inside spare room: a state and rows selected from it are stepped apart, past
+    several buffer reallocations, and each must still equal recomputation (no shared buffer between them)."""
+    lm, gen = shared_lm, torch.Generator().manual_seed(1)
+    parent = lm.start(lm.encode("the lamp turned all night"), 3)
+    lm.step(parent, torch.tensor([1, 2, 3]))
+    child = lm.select(parent, [2, 0, 0, 1])
+    for _ in range(SUFFIX_BLOCK + 3):  # crosses a block boundary, so both reallocate at least once
+        lm.step(parent, torch.randint(0, V - 1, (3,), generator=gen))
+        lm.step(child, torch.randint(0, V - 1, (4,), generator=gen))
+    assert child.cache.layers[0].keys.data_ptr() != parent.cache.layers[0].keys.data_ptr()
+    assert_exact(lm, parent)
+    assert_exact(lm, child)
+    lay = child.cache.layers[0]
+    assert lay.keys.shape[-2] == child.tokens.shape[1] == SUFFIX_BLOCK + 4
+    assert lay.nbytes() >= lay.keys.numel() * lay.keys.element_size() * 2  # spare room is counted
+
+
+def test_suffix_capacity_grows_by_blocks_and_an_eighth():
+    assert capacity(0) == 0 and capacity(1) == SUFFIX_BLOCK and capacity(SUFFIX_BLOCK + 1) == 2 * SUFFIX_BLOCK
+    for size in (5, 17, 100, 1000, 4099):
+        assert size + size // 8 <= capacity(size) < size + size // 8 + SUFFIX_BLOCK
+        assert capacity(size) % SUFFIX_BLOCK == 0
+
+
+def test_in_place_log_softmax_is_bitwise_the_whole_matrix_one():
+    logits = torch.randn(37, 1000, generator=torch.Generator().manual_seed(0)) * 5
+    want = torch.log_softmax(logits, dim=-1)
+    got = log_softmax_rows_(logits)
+    assert got.data_ptr() == logits.data_ptr() and torch.equal(got, want)
 
 
 def test_fold_a_committed_common_prefix(shared_lm):

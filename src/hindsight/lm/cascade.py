@@ -60,36 +60,82 @@ def install(model) -> None:
     model.set_attn_implementation(IMPLEMENTATION)
 
 
+SUFFIX_BLOCK = 16  # suffix buffers are allocated in whole blocks of this many positions
+
+
+def capacity(size: int) -> int:
+    """Positions to allocate when a suffix buffer must hold ``size``: an eighth more, rounded up to a block.
+
+    Appending into spare room instead of ``torch.cat`` keeps a decode step from copying every row's history and
+    from leaving a trail of slightly smaller freed blocks behind (which the allocator cannot reuse, so the
+    process's peak memory grew with every step). Growing by at least a block and by an eighth bounds both the
+    copies (amortised O(1) per token) and the unused room (< 1/8 + one block)."""
+    return -(-(size + size // 8) // SUFFIX_BLOCK) * SUFFIX_BLOCK
+
+
+def _buffer(like: torch.Tensor, n: int, size: int) -> torch.Tensor:
+    """An uninitialised ``[n, H, capacity(size), d]`` buffer for ``size`` positions of ``like``'s rows."""
+    return like.new_empty((n, like.shape[1], capacity(size), like.shape[3]))
+
+
 class SharedPrefixLayer(CacheLayerMixin):
-    """One layer: ``shared_keys/values`` ``[1, H, P, d]`` and the rows' own ``keys/values`` ``[n, H, S, d]``."""
+    """One layer: ``shared_keys/values`` ``[1, H, P, d]`` and the rows' own ``keys/values`` ``[n, H, S, d]``.
+
+    The rows' own part lives in buffers with spare positions (``keys``/``values`` are views of their first
+    ``S`` positions) that ``update`` writes into in place. No two layers ever share a buffer: ``take``,
+    ``fold`` and ``from_prefix`` always allocate new ones, so an in-place append cannot change another state.
+    """
 
     is_sliding = False
 
-    def __init__(self, shared_keys: torch.Tensor, shared_values: torch.Tensor, keys: torch.Tensor,
-                 values: torch.Tensor) -> None:
+    def __init__(self, shared_keys: torch.Tensor, shared_values: torch.Tensor, key_buffer: torch.Tensor,
+                 value_buffer: torch.Tensor, size: int) -> None:
         super().__init__()
         self.shared_keys, self.shared_values = shared_keys, shared_values
-        self.keys, self.values = keys, values
-        self.device = keys.device
+        self._kbuf, self._vbuf, self.size = key_buffer, value_buffer, size
+        self.keys, self.values = key_buffer[:, :, :size], value_buffer[:, :, :size]
+        self.device = key_buffer.device
         self.is_initialized = True
+
+    @classmethod
+    def gathered(cls, layer: SharedPrefixLayer, idx: torch.Tensor) -> SharedPrefixLayer:
+        """Rows ``idx`` of ``layer``'s own part, copied once straight into new buffers (with spare room)."""
+        n, size = idx.numel(), layer.size
+        kbuf, vbuf = _buffer(layer.keys, n, size), _buffer(layer.values, n, size)
+        torch.index_select(layer.keys, 0, idx, out=kbuf[:, :, :size])
+        torch.index_select(layer.values, 0, idx, out=vbuf[:, :, :size])
+        return cls(layer.shared_keys, layer.shared_values, kbuf, vbuf, size)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         pass
 
     def update(self, key_states, value_states, *args, **kwargs):
         """Append the new tokens to the rows' own part; the attention function reads the shared part itself."""
-        self.keys = torch.cat([self.keys, key_states], dim=-2)
-        self.values = torch.cat([self.values, value_states], dim=-2)
+        size, need = self.size, self.size + key_states.shape[-2]
+        if need > self._kbuf.shape[-2]:  # out of room: one copy into a bigger buffer
+            kbuf, vbuf = _buffer(self._kbuf, self._kbuf.shape[0], need), _buffer(self._vbuf, self._vbuf.shape[0], need)
+            kbuf[:, :, :size] = self.keys
+            vbuf[:, :, :size] = self.values
+            self._kbuf, self._vbuf = kbuf, vbuf
+        self._kbuf[:, :, size:need] = key_states
+        self._vbuf[:, :, size:need] = value_states
+        self.size = need
+        self.keys, self.values = self._kbuf[:, :, :need], self._vbuf[:, :, :need]
         return self.keys, self.values
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.get_seq_length() + query_length, 0
 
     def get_seq_length(self) -> int:
-        return int(self.shared_keys.shape[-2] + self.keys.shape[-2])
+        return int(self.shared_keys.shape[-2] + self.size)
 
     def get_max_length(self) -> int:
         return -1
+
+    def nbytes(self) -> int:
+        """Bytes held, spare room included (the shared part counted in full, although other states share it)."""
+        return sum(t.numel() * t.element_size() for t in (self.shared_keys, self.shared_values, self._kbuf,
+                                                           self._vbuf))
 
 
 class SharedPrefixCache(Cache):
@@ -101,12 +147,7 @@ class SharedPrefixCache(Cache):
     @classmethod
     def from_prefix(cls, keys: list[torch.Tensor], values: list[torch.Tensor], n: int) -> SharedPrefixCache:
         """``n`` rows with no tokens of their own after a one-row prefix (per-layer ``[1, H, P, d]`` tensors)."""
-        layers = []
-        for k, v in zip(keys, values):
-            empty_k = k.new_empty((n, k.shape[1], 0, k.shape[3]))
-            empty_v = v.new_empty((n, v.shape[1], 0, v.shape[3]))
-            layers.append(SharedPrefixLayer(k, v, empty_k, empty_v))
-        return cls(layers)
+        return cls([SharedPrefixLayer(k, v, _buffer(k, n, 0), _buffer(v, n, 0), 0) for k, v in zip(keys, values)])
 
     @property
     def shared_length(self) -> int:
@@ -114,30 +155,31 @@ class SharedPrefixCache(Cache):
 
     @property
     def suffix_length(self) -> int:
-        return int(self.layers[0].keys.shape[-2])
+        return int(self.layers[0].size)
 
     def take(self, idx: torch.Tensor) -> SharedPrefixCache:
         """Rows ``idx`` (reorder, duplicate, drop): only the suffixes are gathered; the prefix is shared."""
-        return SharedPrefixCache([
-            SharedPrefixLayer(lay.shared_keys, lay.shared_values, lay.keys.index_select(0, idx),
-                              lay.values.index_select(0, idx))
-            for lay in self.layers
-        ])
+        idx = idx.to(self.layers[0].keys.device)
+        return SharedPrefixCache([SharedPrefixLayer.gathered(lay, idx) for lay in self.layers])
 
     def fold(self, k: int) -> SharedPrefixCache:
         """Move the first ``k`` suffix positions (identical in every row) into the shared part."""
-        return SharedPrefixCache([
-            SharedPrefixLayer(torch.cat([lay.shared_keys, lay.keys[:1, :, :k]], dim=-2),
-                              torch.cat([lay.shared_values, lay.values[:1, :, :k]], dim=-2),
-                              lay.keys[:, :, k:].contiguous(), lay.values[:, :, k:].contiguous())
-            for lay in self.layers
-        ])
+        layers = []
+        for lay in self.layers:
+            n, rest = lay.keys.shape[0], lay.size - k
+            kbuf, vbuf = _buffer(lay.keys, n, rest), _buffer(lay.values, n, rest)
+            kbuf[:, :, :rest] = lay.keys[:, :, k:]
+            vbuf[:, :, :rest] = lay.values[:, :, k:]
+            layers.append(SharedPrefixLayer(torch.cat([lay.shared_keys, lay.keys[:1, :, :k]], dim=-2),
+                                            torch.cat([lay.shared_values, lay.values[:1, :, :k]], dim=-2),
+                                            kbuf, vbuf, rest))
+        return SharedPrefixCache(layers)
 
     def prefix_of_row(self, row: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-layer ``[1, H, P + S, d]`` keys and values of one row: the whole history as a new prefix."""
         keys, values = [], []
         for lay in self.layers:
-            if lay.keys.shape[-2] == 0:
+            if lay.size == 0:
                 keys.append(lay.shared_keys)
                 values.append(lay.shared_values)
             else:
@@ -146,8 +188,7 @@ class SharedPrefixCache(Cache):
         return keys, values
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for lay in self.layers
-                   for t in (lay.shared_keys, lay.shared_values, lay.keys, lay.values))
+        return sum(lay.nbytes() for lay in self.layers)
 
 
 def common_prefix_length(tokens: torch.Tensor) -> int:

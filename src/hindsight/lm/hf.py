@@ -116,7 +116,8 @@ class HFLanguageModel(LanguageModel):
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 use_cache=cache is not None,
-                output_hidden_states=True,
+                # only the last layer's hidden states (all of them would be [layers + 1, B, L, d] at a prefill)
+                output_hidden_states=-1,
                 logits_to_keep=0 if all_logits else 1,
                 **{self._cache_kwarg: cache},
                 **extra,
@@ -192,10 +193,12 @@ class HFLanguageModel(LanguageModel):
             raise HindsightError(f"The sequence reached {self.name}'s context of {self.max_length} tokens.")
         tokens = torch.where(state.done, torch.full_like(tokens, self.pad_token_id), tokens)
         pos = torch.full((state.n, 1), state.length, dtype=torch.long, device=self.device)
+        # the old distribution is stale from here on; letting it go now keeps one [n, V] block off the peak
+        state.logprobs = state.hidden = None
         logits, hidden, state.cache = self._forward(tokens[:, None], cache=state.cache, position_ids=pos)
         state.tokens = torch.cat([state.tokens, tokens[:, None]], dim=1)
         state.done = state.done | self.is_eos(tokens)
-        state.logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        state.logprobs = log_softmax_rows_(logits[:, -1].float())
         state.hidden = hidden[:, -1]
         return state
 
@@ -349,6 +352,17 @@ class HFLanguageModel(LanguageModel):
             for r, g in enumerate(group):
                 out[todo[g]] = lp[r].cpu()
         return out
+
+
+def log_softmax_rows_(logits: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """``log_softmax`` over the last dim of ``[n, V]`` ``logits``, written into ``logits`` itself.
+
+    Done ``chunk`` rows at a time so that the temporary is a few rows, not another ``[n, V]`` block (12 MB at
+    n=64 with a 49k vocabulary); each row is computed by the same kernel as a whole-matrix call, so the
+    values are bit-for-bit the same."""
+    for i in range(0, logits.shape[0], chunk):
+        logits[i : i + chunk] = torch.log_softmax(logits[i : i + chunk], dim=-1)
+    return logits
 
 
 def _gather_chunked(head, h: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
