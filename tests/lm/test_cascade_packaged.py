@@ -8,11 +8,14 @@ from hindsight.lm.cascade import SharedPrefixCache
 
 pytestmark = pytest.mark.slow
 
-# recorded with the per-row engine (main at 607b07f), before the shared layout was written
+# recorded with the per-row engine (main at 607b07f), before the shared layout was written. "generate" uses seed 2
+# (its tokens re-checked on 607b07f): seed 7 put one draw within float rounding of a CDF boundary, so its token
+# flipped between thread counts; seed 2 keeps every token under 1e-4 noise on the log-probs, in both layouts.
 PINNED = {
-    "generate": [[62, 6321, 4467, 30, 2], [61, 15159, 81, 17, 24784, 4163, 2338, 31421, 2432, 17, 15107, 230],
-                 [13755, 87, 308, 397, 28, 1372, 23126, 7302, 42, 10062, 28, 6920],
-                 [2683, 1462, 253, 7302, 12326, 357, 2221, 17, 2]],
+    "generate": [[22750, 37198, 10758, 4075, 3247, 982, 874, 1345, 1462, 30, 669, 436],
+                 [49, 2229, 288, 4109, 30, 1431, 260, 2887, 2988, 288, 216, 34],
+                 [3965, 260, 905, 314, 6066, 618, 8943, 1091, 14271, 99, 282, 7302],
+                 [1348, 314, 354, 1183, 282, 638, 253, 1603, 29, 1245, 515, 2380]],
     "generate_topk": [[57, 5248, 4421, 288, 4237, 17, 2959, 506, 1576, 1163],
                       [4590, 506, 253, 19611, 3586, 282, 260, 6330, 351, 253], [1589, 106, 198, 2]],
     "smc": [[60, 391, 9023, 314, 253, 3953, 284, 3201, 5015, 28, 1869, 896],
@@ -61,7 +64,7 @@ def test_samplers_return_the_pinned_tokens(lm, layout):
     from hindsight.samplers.smc import bootstrap_smc
 
     lm.kv_layout = layout
-    assert [s.tokens for s in lm.generate("Name a colour.", n=4, max_tokens=12, seed=7)] == PINNED["generate"]
+    assert [s.tokens for s in lm.generate("Name a colour.", n=4, max_tokens=12, seed=2)] == PINNED["generate"]
     got = lm.generate("Write one word.", n=3, max_tokens=10, seed=11, top_k=20, temperature=0.8)
     assert [s.tokens for s in got] == PINNED["generate_topk"]
     res = bootstrap_smc(lm, lm.chat("Tell me about the sea."), Keywords(["sea", "water"]), 8, 12, seed=3,
