@@ -3,8 +3,27 @@
 import pytest
 
 from hindsight.errors import HindsightError
+from hindsight.experiments.runner import ModelExperiment
 from hindsight.records.lock import release_results
 from hindsight.records.results import ResultFile
+
+
+class TwoItems(ModelExperiment):
+    """An experiment of ``limit`` (default 2) items that needs no model: only its records' stamps matter."""
+
+    key_field = "id"
+
+    def items(self):
+        return [{"id": i} for i in range(getattr(self, "limit", None) or 2)]
+
+    def setup(self, loaders):
+        return {}
+
+    def run_item(self, item):
+        return {"id": item["id"], "score": 0.5}
+
+    def summarise(self, records):
+        return len(records)
 
 
 @pytest.mark.parametrize("content,match", [
@@ -42,29 +61,14 @@ def test_records_of_another_model_are_refused(tmp_path, monkeypatch):
     stamps = {"a": "1111", "b": "2222"}
     monkeypatch.setattr(runner, "weights_fingerprint", lambda name: stamps[name])
 
-    class Exp(runner.ModelExperiment):
-        key_field = "id"
-
-        def items(self):
-            return [{"id": 1}, {"id": 2}]
-
-        def setup(self, loaders):
-            return {}
-
-        def run_item(self, item):
-            return {"id": item["id"], "score": 0.5}
-
-        def summarise(self, records):
-            return len(records)
-
     path = tmp_path / "r.jsonl"
-    assert runner.run_experiment(Exp(model="a"), path) == 2
+    assert runner.run_experiment(TwoItems(model="a"), path) == 2
     before = path.read_bytes()
     assert b'"produced_by": {"model": "a", "model_weights": "1111", "reverse_model": null}' in before
     with pytest.raises(HindsightError, match=r"model='a' \(weights 1111\), not 'b' \(weights 2222\)"):
-        runner.run_experiment(Exp(model="b"), path)
+        runner.run_experiment(TwoItems(model="b"), path)
     assert path.read_bytes() == before
-    assert runner.run_experiment(Exp(model="a"), path) == 2  # same model: resumes, nothing redone
+    assert runner.run_experiment(TwoItems(model="a"), path) == 2  # same model: resumes, nothing redone
     assert path.read_bytes() == before
 
 
@@ -79,26 +83,13 @@ def test_records_of_other_score_changing_settings_are_refused_but_neutral_ones_r
     monkeypatch.setattr(runner, "weights_fingerprint", lambda name: stamps[name])
 
     @dataclass
-    class Exp(runner.ModelExperiment):
+    class Exp(TwoItems):
         max_words: int = 200
         variant: str = "trlm-fo"
         limit: int | None = None
         threshold: float = 0.5
 
-        key_field = "id"
         provenance_ignores = ("threshold",)
-
-        def items(self):
-            return [{"id": i} for i in range(self.limit or 2)]
-
-        def setup(self, loaders):
-            return {}
-
-        def run_item(self, item):
-            return {"id": item["id"], "score": 0.5}
-
-        def summarise(self, records):
-            return len(records)
 
     path = tmp_path / "r.jsonl"
     assert runner.run_experiment(Exp(model="a"), path) == 2
