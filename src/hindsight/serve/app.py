@@ -19,7 +19,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hindsight.errors import HindsightError
 from hindsight.lm.base import LanguageModel
 from hindsight.lm.batch import per_thread_counters
 from hindsight.serve import methods, schemas
