@@ -67,7 +67,7 @@ PROMPTS: dict[str, dict[str, Template]] = {
         "trlm-ba": Template(context="{response}", target="{query}", reverse_tokens=True),
     },
 }
-# Alternative wordings we compared (``make_scorer("trlm-fo@chat", ...)``); results in docs/issue-4a.md.
+# Alternative wordings we compared (``make_scorer("trlm-fo@chat", ...)``); results in docs/trlm-scoring.md.
 # "with-sp" moves the relation phrase into the scored text, so its likelihood after the response counts too.
 PROMPT_VARIANTS: dict[str, dict[str, dict[str, Template]]] = {
     "answer": {"trlm-fo": {
