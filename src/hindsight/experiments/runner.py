@@ -163,7 +163,7 @@ def in_process(loaders: Loaders | None = None, batch: int = 1) -> Executor:
         experiment.prepare(loaders)
         for at in range(0, len(items), batch):
             chunk = list(items[at: at + batch])
-            records = [experiment.run_item(chunk[0])] if batch == 1 else experiment.run_batch(chunk)
+            records = experiment.run_batch(chunk)
             if len(records) != len(chunk):
                 raise HindsightError(f"{experiment.name}: run_batch returned {len(records)} records for "
                                      f"{len(chunk)} items.")
