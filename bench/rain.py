@@ -74,12 +74,12 @@ def main() -> None:
                 return fn(*a, **k)
             finally:
                 spent[key] += time.perf_counter() - t
-                if count:
+                if count:  # values_many([(prompt, texts), ...]): one call, all the texts of all the searches
                     spent["eval_calls"] += 1
-                    spent["eval_texts"] += len(a[1])
+                    spent["eval_texts"] += sum(len(texts) for _, texts in a[0])
         return wrapper
 
-    search.evaluator.values = timed(search.evaluator.values, "eval_s", count=True)
+    search.evaluator.values_many = timed(search.evaluator.values_many, "eval_s", count=True)
     search.embed = timed(search.embed, "embed_s")
     search.embed(["warm-up"])  # load MiniLM outside the timed runs (vanilla has no such cost either)
     spent["embed_s"] = 0.0

@@ -131,8 +131,9 @@ def test_rollout_stops_at_a_clause_end_and_sets_have_their_length(toy):
 
     def decode(m, k, rollout):  # one decoding from the prompt, on its own
         def gen():
-            logp = yield Open([])
-            return (yield from search._decode(s, logp, m, k, rollout))
+            logp = (yield Open([])).logp
+            seqs, lps, _ = yield from search._decode(s, logp, m, k, rollout)
+            return seqs, lps
         return run_searches(toy, [toy.encode(PROMPT)], [PROMPT], [gen()], search.evaluator.values_many, search.embed)[0]
 
     b, eos = toy.token_id("b"), toy.eos_token_ids[0]

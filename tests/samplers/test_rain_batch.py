@@ -106,3 +106,55 @@ def test_batched_equals_alone_on_the_packaged_model(default_lm):
                              RainConfig.for_task("harmless", max_tokens=6, max_iters=3, seed=0))
     assert_batched_equals_alone(make_self, prompts[:2])
     assert json.dumps(alone[0].tree_json())  # serialisable
+
+
+def test_kept_columns_stand_in_for_feeding_their_tokens(tiny):
+    """Keys/values copied out of one row (holes and all) and appended to another give the distribution that feeding
+    those tokens gives."""
+    a, b = tiny.encode("hello there"), tiny.encode("hi")
+    rows = ragged.join([ragged.from_state(tiny.start(a, 1)), ragged.from_state(tiny.start(b, 1))])
+    rows = ragged.append(tiny, rows, [tiny.encode(" you are"), tiny.encode(" x")])  # row 1 gets a hole
+    n = len(tiny.encode(" you are"))
+    kept = ragged.columns(rows, 0, n)
+    assert kept.n == n and kept.slice(1, n).n == n - 1 and kept.slice(0, 1).then(kept.slice(1, n)).n == n
+    root = ragged.from_state(tiny.start(a, 1))
+    tail = tiny.encode("!")
+    via_kept = ragged.append(tiny, ragged.extend(root, [kept.slice(0, 2), kept.slice(2, n)]), [tail])
+    want = tiny.next_logprobs([a + tiny.encode(" you are") + tail])
+    assert torch.allclose(via_kept.logprobs, want, atol=1e-4)
+    assert ragged.columns(rows, 1, 0).n == 0 and ragged.extend(root, []) is root
+
+
+def test_opens_feed_only_the_last_token_once_the_path_is_kept(tiny):
+    """After the first commit, every open of a node found by a decoding feeds only its last token, and a commit of
+    a node with kept keys/values costs no tokens of the next open."""
+    from hindsight.samplers import rain_batch
+
+    fed: list[int] = []
+    orig = rain_batch._decode_round
+
+    def spy(lm, session, owned, roots, pending, opens, steps):
+        for i, o in opens.items():
+            fed.append(len(o.tokens) - sum(p.n for p in o.parts) + len(pending.get(i, [])))
+        return orig(lm, session, owned, roots, pending, opens, steps)
+
+    from hindsight.samplers import rain as rain_module
+
+    def search(budget):
+        fed.clear()
+        rain_batch._decode_round = spy
+        keep, rain_module.KEEP_BYTES = rain_module.KEEP_BYTES, budget
+        try:
+            return Rain(tiny, PotentialEvaluator(Prefers("abc")), cfg(max_tokens=12, set_sizes=(2,), candidates=3,
+                        top_k=4, max_iters=6), embed=fake_embed, use_chat=False).run("c"), list(fed)
+        finally:
+            rain_batch._decode_round = orig
+            rain_module.KEEP_BYTES = keep
+
+    res, fed_kept = search(rain_module.KEEP_BYTES)
+    assert len(fed_kept) >= 10 and len(res.steps) >= 3
+    assert max(fed_kept[1:]) <= 1  # after the root's own open (nothing to feed), one token per open at most
+    plain, fed_plain = search(0)  # nothing kept: every open feeds its whole path (and commits ride along)
+    assert max(fed_plain) > 1 and sum(fed_plain) > sum(fed_kept)
+    assert plain.tokens == res.tokens and plain.iterations == res.iterations  # the same search either way
+

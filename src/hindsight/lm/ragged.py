@@ -188,6 +188,71 @@ def truncate(row: Rows, keep: int, logprobs: torch.Tensor) -> Rows:
                 logprobs=logprobs.reshape(1, -1))
 
 
+@dataclass
+class Columns:
+    """Keys and values of a few consecutive positions of one row (``[1, H, c, d]`` per layer): what a search keeps
+    of tokens it has already fed, so that a later forward over the same positions can reuse them."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @property
+    def n(self) -> int:
+        return int(self.keys[0].shape[2]) if self.keys else 0
+
+    def slice(self, start: int, stop: int) -> Columns:
+        """Positions ``start:stop`` of these (views, no copy)."""
+        return Columns([k[:, :, start:stop] for k in self.keys], [v[:, :, start:stop] for v in self.values])
+
+    def then(self, more: Columns) -> Columns:
+        """These positions followed by ``more``'s."""
+        return Columns([torch.cat([a, b], dim=2) for a, b in zip(self.keys, more.keys)],
+                       [torch.cat([a, b], dim=2) for a, b in zip(self.values, more.values)])
+
+
+def columns(rows: Rows, row: int, count: int) -> Columns:
+    """The keys and values of the last ``count`` real tokens of row ``row`` (a copy)."""
+    layers = getattr(rows.cache, "layers", None)
+    if layers is None:
+        raise HindsightError("This model's KV cache type does not support multi-prompt batches.")
+    cols = rows.mask[row].nonzero().squeeze(1)[-count:] if count else None
+    ks, vs = [], []
+    for layer in layers:
+        r = row if layer.keys.shape[0] > 1 else 0
+        if cols is None:
+            ks.append(layer.keys[r: r + 1, :, :0].clone())
+            vs.append(layer.values[r: r + 1, :, :0].clone())
+        else:
+            c = cols.to(layer.keys.device)
+            ks.append(layer.keys[r: r + 1].index_select(2, c))
+            vs.append(layer.values[r: r + 1].index_select(2, c))
+    return Columns(ks, vs)
+
+
+def extend(row: Rows, parts: Sequence[Columns], logprobs: torch.Tensor | None = None) -> Rows:
+    """A single row with ``parts`` appended after its real tokens, as if they had been fed (no forward).
+
+    ``logprobs``: the next-token distribution after the parts, if known; else the row keeps ``row``'s, which are
+    stale: feed at least one token before reading them."""
+    if row.n != 1:
+        raise HindsightError("extend needs a single row.")
+    parts = [p for p in parts if p.n]
+    if not parts:
+        return row
+    if not bool(row.mask.all()):
+        row = truncate(row, int(row.lengths()[0]), row.logprobs)
+    new = copy.copy(row.cache)
+    new.layers = []
+    for li, layer in enumerate(row.cache.layers):
+        lay = copy.copy(layer)
+        lay.keys = torch.cat([layer.keys] + [p.keys[li].to(layer.keys.device) for p in parts], dim=2)
+        lay.values = torch.cat([layer.values] + [p.values[li].to(layer.values.device) for p in parts], dim=2)
+        new.layers.append(lay)
+    width = row.mask.shape[1] + sum(p.n for p in parts)
+    return Rows(cache=new, mask=torch.ones((1, width), dtype=torch.bool, device=row.mask.device),
+                logprobs=row.logprobs if logprobs is None else logprobs.reshape(1, -1).to(row.logprobs))
+
+
 def generate_many(lm: LanguageModel, prompts: Sequence[Sequence[int]], max_tokens: int, *, top_k: int = 0,
                   seed: int = 0) -> list[list[int]]:
     """One sampled completion per prompt, all decoded together: each equals ``lm.generate`` of that prompt alone

@@ -37,6 +37,8 @@ def sample_next(
     """
     if temperature == 0:
         return logprobs.argmax(dim=-1)
+    if temperature == 1.0 and top_p >= 1.0 and top_k:
+        return sample_top_k(logprobs, top_k, generator=generator)
     lp = logprobs if (temperature == 1.0 and top_k == 0 and top_p >= 1.0) else warp(
         logprobs, temperature=temperature, top_p=top_p, top_k=top_k
     )
@@ -57,3 +59,22 @@ def sample_from_logprobs(logprobs: torch.Tensor, *, generator: torch.Generator |
     u = torch.rand(lp.shape[0], generator=generator, dtype=torch.float64).to(lp.device)
     idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
     return idx.clamp_max(lp.shape[-1] - 1)
+
+
+def sample_top_k(logprobs: torch.Tensor, k: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from its ``k`` most likely tokens, renormalised: the draw of
+    ``sample_from_logprobs(warp(logprobs, top_k=k))`` (one uniform per row, the CDF over the kept tokens in
+    vocabulary order) up to float rounding, without a pass over the whole vocabulary in float64 (on a CPU that
+    pass cost milliseconds per row). Ties at the k-th value (where ``warp`` keeps them all) take the general path."""
+    lp = logprobs.float()
+    if k <= 0 or k >= lp.shape[-1]:
+        return sample_from_logprobs(lp, generator=generator)
+    vals, idx = torch.topk(lp, k, dim=-1)
+    if bool(((lp >= vals[:, -1:]).sum(dim=-1) > k).any()):
+        return sample_from_logprobs(warp(lp, top_k=k), generator=generator)
+    idx, order = idx.sort(dim=-1)
+    vals = vals.gather(1, order)
+    cdf = torch.exp(vals - vals.max(dim=-1, keepdim=True).values).double().cumsum(dim=-1)
+    u = torch.rand(lp.shape[0], generator=generator, dtype=torch.float64).to(lp.device)
+    j = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_max(k - 1)
+    return idx.gather(1, j).squeeze(1)

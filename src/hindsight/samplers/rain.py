@@ -39,14 +39,15 @@ import torch
 
 from hindsight.errors import HindsightError
 from hindsight.lm.base import LanguageModel
-from hindsight.lm.sampling import sample_from_logprobs, warp
+from hindsight.lm.sampling import sample_from_logprobs, sample_top_k
 from hindsight.potentials.self_eval import Evaluator
-from hindsight.samplers.rain_batch import Commit, Embed, Judge, Open, Request, Step, run_searches
+from hindsight.samplers.rain_batch import Commit, Embed, Judge, Keep, Open, Opened, Request, Step, run_searches
 from hindsight.samplers.rain_tree import MinMax, Node, backup, best_child, mean_pairwise_cosine, select_child
 
 EmbedFn = Callable[[Sequence[str]], torch.Tensor]
 
 MIN_VISITS = {"harmless": 6, "truthful": 16}
+KEEP_BYTES = 256 << 20  # keys/values a search keeps for its tree's nodes, at most (beyond it, opens re-feed)
 
 
 @dataclass
@@ -134,6 +135,8 @@ class _Search:
     gen: torch.Generator
     tree: Node = field(default_factory=lambda: Node(tokens=[]))
     minmax: MinMax = field(default_factory=MinMax)
+    after: dict[int, torch.Tensor] = field(default_factory=dict)  # id(node) -> next-token log-probs after it
+    kept_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.root = self.tree  # the current node: the committed response so far
@@ -235,8 +238,10 @@ class Rain:
                           "value": round(child.q, 4)})
             committed.add(id(child))
             if not child.terminal:
-                yield Commit(child.tokens)
+                whole = child.kv is not None and child.kv.n == len(child.tokens) and id(child) in s.after
+                yield Commit(child.tokens, child.kv if whole else None, s.after.get(id(child)) if whole else None)
                 self.evaluator.hint_prefix(s.prompt, lm.decode(child.path_tokens()))
+            self._let_go(s, root, child)
             s.root = child
         tokens = s.root.path_tokens()
         text = lm.decode(tokens)
@@ -272,6 +277,64 @@ class Rain:
             node.embedding = embs[0] if embs is not None else None
         backup(node, value, s.minmax, stop=root, sim_threshold=cfg.sim_threshold, sim_weight=cfg.sim_weight)
 
+    def _let_go(self, s: _Search, root: Node, child: Node) -> None:
+        """After committing ``child``: drop the keys/values kept for nodes that can no longer be opened."""
+        keep: set[int] = set()
+        stack = list(child.children)
+        while stack:
+            nd = stack.pop()
+            keep.add(id(nd))
+            stack.extend(nd.children)
+        stack = [root]
+        while stack:
+            nd = stack.pop()
+            if id(nd) not in keep and nd.kv is not None:
+                s.kept_bytes -= _nbytes(nd.kv)
+                nd.kv = None
+            stack.extend(c for c in nd.children if id(c) not in keep)
+        s.after = {k: v for k, v in s.after.items() if k in keep}
+
+    def _keep(self, s: _Search, node: Node, kv: Any) -> None:
+        """Keep ``kv`` (keys/values of the node's first tokens) for a later open, within the search's budget."""
+        old = _nbytes(node.kv) if node.kv is not None else 0
+        size = _nbytes(kv)
+        if s.kept_bytes - old + size > KEEP_BYTES:
+            return
+        s.kept_bytes += size - old
+        node.kv = kv
+
+    def _open(self, s: _Search, node: Node) -> Generator[Request, Any, torch.Tensor]:
+        """Start a decoding after ``node``: its path's kept keys/values go in as they are, the rest is fed (at
+        least the node's last token, whose next-token distribution is the answer); what was fed is kept."""
+        nodes: list[Node] = []
+        nd = node
+        while nd is not s.root and nd is not None:
+            nodes.append(nd)
+            nd = nd.parent
+        nodes.reverse()
+        parts = []
+        for nd in nodes:
+            have = nd.kv.n if nd.kv is not None else 0
+            use = min(have, len(nd.tokens) - 1) if nd is node else have
+            if use:
+                parts.append(nd.kv if use == have else nd.kv.slice(0, use))
+            if use < len(nd.tokens):
+                break
+        opened: Opened = yield Open(node.path_tokens(stop=s.root), parts)
+        a = 0
+        for nd in nodes:  # what was fed completes the nodes' kept keys/values
+            b = a + len(nd.tokens)
+            have = nd.kv.n if nd.kv is not None else 0
+            if have < b - a and b > opened.start:
+                if opened.start <= a:
+                    self._keep(s, nd, opened.fed.slice(a - opened.start, b - opened.start))
+                elif have >= opened.start - a:
+                    self._keep(s, nd, nd.kv.slice(0, opened.start - a).then(opened.fed.slice(0, b - opened.start)))
+            a = b
+        if node is not s.root:
+            s.after[id(node)] = opened.logp[0]
+        return opened.logp
+
     def _needs_more(self, node: Node) -> bool:
         """Dynamic addition: every child is poor and they are too alike (or all one), and there is room for more."""
         kids = node.children
@@ -288,45 +351,52 @@ class Rain:
         seen = {tuple(ch.tokens) for ch in node.children}
         if cfg.rollout_max < 1 or (path and self._ends_clause(path[-1])):
             rollout = False  # no rollouts, or the text already ends a clause: judge it as it is
-        logp = yield Open(node.path_tokens(stop=s.root))
-        sets: list[tuple[list[int], float]] = []
+        logp = yield from self._open(s, node)
+        sets: list[tuple[list[int], float, Any]] = []
         if k == 1 and m > 0:  # single tokens: the most likely ones not yet children (no decoding needed)
             lp0 = logp[0].float().cpu()
             top = torch.topk(lp0, min(lp0.shape[0], m + len(seen)))
             for lp, tok in zip(top.values.tolist(), top.indices.tolist()):
                 if (tok,) not in seen and len(sets) < m and lp > -math.inf:
-                    sets.append(([tok], lp))
+                    sets.append(([tok], lp, None))
             m = 0
-        seqs, set_lp = yield from self._decode(s, logp, m, k, rollout)
-        for seq, lp in zip(seqs[:m], set_lp):
-            sets.append((seq, lp))
+        seqs, set_lp, set_kv = yield from self._decode(s, logp, m, k, rollout)
+        for seq, lp, kv in zip(seqs[:m], set_lp, set_kv):
+            sets.append((seq, lp, kv))
         out = seqs[m] if rollout else []
-        for toks, lp in sets:
+        for toks, lp, kv in sets:
             if tuple(toks) in seen:
                 continue
             seen.add(tuple(toks))
             eos = toks[-1] in lm.eos_token_ids
-            node.children.append(Node(tokens=toks, prior=math.exp(lp), parent=node, depth=node.depth + 1,
-                                      text=lm.decode(toks), terminal=eos or len(path) + len(toks) >= cfg.max_tokens))
+            child = Node(tokens=toks, prior=math.exp(lp), parent=node, depth=node.depth + 1, text=lm.decode(toks),
+                         terminal=eos or len(path) + len(toks) >= cfg.max_tokens)
+            if kv is not None and not child.terminal:
+                self._keep(s, child, kv)
+            node.children.append(child)
         return out
 
     def _decode(self, s: _Search, logp: torch.Tensor, m: int, k: int,
-                rollout: bool) -> Generator[Request, Any, tuple[list[list[int]], list[float]]]:
+                rollout: bool) -> Generator[Request, Any, tuple[list[list[int]], list[float], list[Any]]]:
         """Decode ``m`` candidate rows (a ``k``-token set each: row 0 greedy, the others top-k sampled) and, with
         ``rollout``, one more row sampled from the full distribution until a clause ends, EOS or ``rollout_max``.
 
         All rows start from the one row whose next-token log-probs are ``logp`` (``[1, V]``). Returns each row's
         tokens (a set stops early at EOS) and each set's log-probability under the model. Rows with the same
         tokens so far share one decoding row (their next-token distribution is the same), so a forward only
-        computes distinct prefixes; finished rows and the last token of a row are never fed.
+        computes distinct prefixes; finished rows and the last token of a row are never fed. The keys/values of a
+        finished set's fed tokens are copied out (:class:`Keep`) and returned, so that an open of its node later
+        feeds only its last token.
         """
         cfg, lm = self.cfg, self.lm
         r_max = cfg.rollout_max if rollout else 0
         n = m + int(rollout)  # rows: candidates first, then the rollout
         seqs: list[list[int]] = [[] for _ in range(n)]
         cand_lp = [0.0] * m
+        cand_kv: list[Any] = [None] * m
         owner: list[int | None] = [0] * n  # the decoding row holding each row's prefix (None: finished)
         for t in range(max(k if m else 0, r_max)):
+            done: list[tuple[int, int]] = []  # (candidate, its decoding row) of the sets finished this step
             if m and t < k:
                 live = [i for i in range(m) if owner[i] is not None]
                 idx = torch.tensor([owner[i] if owner[i] is not None else 0 for i in range(m)])
@@ -334,13 +404,19 @@ class Rain:
                 c = torch.empty(m, dtype=torch.long)
                 c[0] = int(lp_rows[0].argmax())
                 if m > 1:
-                    c[1:] = sample_from_logprobs(warp(lp_rows[1:], top_k=cfg.top_k), generator=s.gen).cpu()
+                    c[1:] = sample_top_k(lp_rows[1:], cfg.top_k, generator=s.gen).cpu()
                 chosen = lp_rows.gather(1, c[:, None].to(logp.device)).squeeze(1).double().cpu().tolist()
                 for i, tok in zip(live, c[live].tolist()):
                     seqs[i].append(tok)
                     cand_lp[i] += chosen[i]
                     if t + 1 >= k or tok in lm.eos_token_ids:
+                        if t > 0 and tok not in lm.eos_token_ids:
+                            done.append((i, owner[i]))
                         owner[i] = None
+            if done:  # the rows still hold their first t tokens' keys/values: copy them out before the next step
+                kept = yield Keep([(row, t) for _, row in done])
+                for (i, _), kv in zip(done, kept):
+                    cand_kv[i] = kv
             if rollout and owner[-1] is not None:
                 tok = int(sample_from_logprobs(logp[owner[-1]][None], generator=s.gen)[0])
                 seqs[-1].append(tok)
@@ -354,10 +430,14 @@ class Rain:
             if not keys:
                 break
             logp = yield Step(list(keys))
-        return seqs, cand_lp
+        return seqs, cand_lp, cand_kv
 
     def _roll_ended(self, tok: int) -> bool:
         return tok in self.lm.eos_token_ids or self._ends_clause(tok)
+
+
+def _nbytes(kv: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in (*kv.keys, *kv.values))
 
 
 def rain(lm: LanguageModel, prompt: str | Sequence[str], evaluator: Evaluator, config: RainConfig | None = None,

@@ -9,7 +9,10 @@ the pending requests of all searches and answers each kind with one batched call
   :class:`hindsight.lm.ragged.Rows` — one for all the opens, one for all the steps;
 - :class:`Judge` becomes one ``Evaluator.values_many`` call, :class:`Embed` one embedder call;
 - :class:`Commit` (append a committed token set to a search's cached response) costs no forward of its own:
-  the tokens go in front of the search's next open, and the response is cut back out of that row.
+  with the set's kept keys/values they are appended as they are, else the tokens go in front of the search's
+  next open and the response is cut back out of that row;
+- :class:`Keep` copies the keys/values of tokens a decoding has fed out of its rows, so that a search can hand
+  them back in a later :class:`Open` (``parts``) instead of feeding those tokens again.
 
 A search sees exactly the answers it would see alone (its own random generator, its own tree); only float
 rounding of a padded batch can differ, so each prompt's answer, iteration count and tree match a run alone.
@@ -23,16 +26,39 @@ from typing import Any
 
 import torch
 
+from hindsight.errors import HindsightError
 from hindsight.lm import ragged
 from hindsight.lm.base import LanguageModel
-from hindsight.lm.ragged import Rows
+from hindsight.lm.ragged import Columns, Rows
 
 
 @dataclass
 class Open:
-    """Start a decoding: one row after the committed response and ``tokens``; answered with ``[1, V]``."""
+    """Start a decoding: one row after the committed response and ``tokens``; answered with :class:`Opened`.
+
+    ``parts`` are kept keys/values of the first of ``tokens`` (in order): those tokens are not fed again. At
+    least the last token must be left to feed, unless ``tokens`` is empty."""
 
     tokens: list[int]
+    parts: Sequence[Columns] = ()
+
+
+@dataclass
+class Opened:
+    """The answer to an :class:`Open`: the next-token log-probs ``[1, V]`` after its tokens, and the keys/values
+    of the tokens that were fed (``tokens[start:]``)."""
+
+    logp: torch.Tensor
+    fed: Columns
+    start: int
+
+
+@dataclass
+class Keep:
+    """Keys/values of the last ``count`` tokens of rows of the current decoding, ``(row, count)`` each (no
+    forward); answered with a list of :class:`Columns`."""
+
+    rows: list[tuple[int, int]]
 
 
 @dataclass
@@ -58,12 +84,17 @@ class Embed:
 
 @dataclass
 class Commit:
-    """Append ``tokens`` to the search's cached response; answered with None."""
+    """Append ``tokens`` to the search's cached response; answered with None.
+
+    With their keys/values (``kv``) and the next-token log-probs after them (``logp``) this costs nothing; else
+    the tokens are fed in front of the search's next open."""
 
     tokens: list[int]
+    kv: Columns | None = None
+    logp: torch.Tensor | None = None
 
 
-Request = Open | Step | Judge | Embed | Commit
+Request = Open | Step | Judge | Embed | Commit | Keep
 Search = Generator[Request, Any, Any]
 JudgeMany = Callable[[Sequence[tuple[str, Sequence[str]]]], list[torch.Tensor]]
 EmbedFn = Callable[[Sequence[str]], torch.Tensor | None]
@@ -95,11 +126,27 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
             new_owned[i] = list(range(width, width + k))
             width += k
     open_order = list(opens)
+    fed_count: dict[int, int] = {}
+    fed_info: dict[int, tuple[Columns, int]] = {}
     if opens:
-        # committed tokens not yet in a search's cached response go first; the response is then cut from the row
+        # committed tokens not yet in a search's cached response go first (and then the whole path: kept parts
+        # cannot go in front of them); the response is then cut from the row
         lead = {j: len(pending.get(i, [])) for j, i in enumerate(open_order) if pending.get(i)}
-        groups.append((ragged.join([roots[i] for i in open_order]),
-                       [pending.get(i, []) + opens[i].tokens for i in open_order], lead))
+        bases, feeds = [], []
+        for i in open_order:
+            o = opens[i]
+            if pending.get(i) or not o.parts:
+                bases.append(roots[i])
+                feeds.append(pending.get(i, []) + o.tokens)
+                fed_count[i] = len(o.tokens)
+            else:
+                covered = sum(p.n for p in o.parts)
+                if covered >= len(o.tokens):
+                    raise HindsightError("An open must leave at least its last token to feed.")
+                bases.append(ragged.extend(roots[i], o.parts))
+                feeds.append(o.tokens[covered:])
+                fed_count[i] = len(o.tokens) - covered
+        groups.append((ragged.join(bases), feeds, lead))
         for j, i in enumerate(open_order):
             new_owned[i] = [width + j]
         width += len(open_order)
@@ -116,6 +163,7 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
         src = done[-1]
         base = src.n - len(open_order)  # the opens are the last rows of the last forward
         for j, i in enumerate(open_order):
+            fed_info[i] = (ragged.columns(src, base + j, fed_count[i]), len(opens[i].tokens) - fed_count[i])
             if not pending.get(i):
                 continue
             row = ragged.take(src, [base + j]) if src.n > 1 else src
@@ -123,6 +171,8 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
             pending.pop(i)
     for i, rows in new_owned.items():
         answers[i] = new.logprobs[rows]
+        if i in fed_info:
+            answers[i] = Opened(answers[i], *fed_info[i])
     return new, new_owned, answers
 
 
@@ -150,9 +200,10 @@ def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Se
         # every search waits for a decoding: a search that judges does not sit out the next forward
         while True:
             kinds = _by_kind(pending)
-            if not (kinds[Judge] or kinds[Embed] or kinds[Commit]):
+            if not (kinds[Judge] or kinds[Embed] or kinds[Commit] or kinds[Keep]):
                 break
-            for i, answer in _answer_offline(kinds, prompts, judge_many, embed, pending_commits).items():
+            for i, answer in _answer_offline(kinds, prompts, judge_many, embed, pending_commits, roots, session,
+                                             owned).items():
                 advance(i, answer)
         if not pending:
             break
@@ -163,15 +214,17 @@ def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Se
 
 
 def _by_kind(pending: dict[int, Request]) -> dict[type, dict[int, Any]]:
-    kinds: dict[type, dict[int, Any]] = {k: {} for k in (Open, Step, Judge, Embed, Commit)}
+    kinds: dict[type, dict[int, Any]] = {k: {} for k in (Open, Step, Judge, Embed, Commit, Keep)}
     for i, req in pending.items():
         kinds[type(req)][i] = req
     return kinds
 
 
 def _answer_offline(kinds: dict[type, dict[int, Any]], prompts: Sequence[str], judge_many: JudgeMany,
-                    embed: EmbedFn, pending_commits: dict[int, list[int]]) -> dict[int, Any]:
-    """Answers to the requests that need no decoding forward: one evaluator call, one embedder call."""
+                    embed: EmbedFn, pending_commits: dict[int, list[int]], roots: list[Rows],
+                    session: Rows | None, owned: dict[int, list[int]]) -> dict[int, Any]:
+    """Answers to the requests that need no decoding forward: one evaluator call, one embedder call, kept
+    keys/values copied out of the current decoding, commits."""
     answers: dict[int, Any] = {}
     if kinds[Judge]:
         order = list(kinds[Judge])
@@ -186,7 +239,12 @@ def _answer_offline(kinds: dict[type, dict[int, Any]], prompts: Sequence[str], j
             k = len(kinds[Embed][i].texts)
             answers[i] = None if embs is None else embs[at: at + k]
             at += k
-    for i, c in kinds[Commit].items():  # applied by the search's next open (see _decode_round)
-        pending_commits.setdefault(i, []).extend(c.tokens)
+    for i, k in kinds[Keep].items():
+        answers[i] = [ragged.columns(session, owned[i][row], count) for row, count in k.rows]
+    for i, c in kinds[Commit].items():
+        if c.kv is not None and c.logp is not None and c.kv.n == len(c.tokens) and not pending_commits.get(i):
+            roots[i] = ragged.extend(roots[i], [c.kv], logprobs=c.logp)
+        else:  # applied by the search's next open (see _decode_round)
+            pending_commits.setdefault(i, []).extend(c.tokens)
         answers[i] = None
     return answers

@@ -29,6 +29,7 @@ class Node:
     w: float = 0.0
     children: list[Node] = field(default_factory=list)
     embedding: torch.Tensor | None = field(default=None, repr=False)
+    kv: Any = field(default=None, repr=False)  # the search's kept keys/values of this node's first tokens (opaque)
 
     @property
     def q(self) -> float:
