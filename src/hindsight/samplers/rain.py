@@ -16,11 +16,12 @@ The outer loop stops the inner search once the most visited child has more than 
 value above ``value_threshold`` (or the visit budget is spent), commits that child, keeps its subtree and its
 statistics, and goes on until EOS or the token budget.
 
-Costs: the prompt is prefilled once; the committed response is one cached row, brought up to date by the
-first decoding after a commit (a commit costs no forward of its own); an iteration is one forward over the path
-below the current node, then one decoding loop whose rows are the candidate sets and the single rollout (the
-candidate rows stop after the set length, the rollout row goes on alone), and one evaluator call with one text
-(after the evaluator's cached few-shot prefix, prompt and committed response).
+Costs: the prompt is prefilled once; the committed response is one cached row, extended at a commit with the
+committed node's kept keys/values (a commit costs no forward of its own); an iteration is one forward that feeds
+the selected leaf's last token (the rest of its path was kept when its set was decoded), then one decoding loop
+whose rows are the candidate sets and the single rollout (the candidate rows stop after the set length, the
+rollout row goes on alone), and one evaluator call with one text (after the evaluator's cached few-shot prefix,
+prompt and committed response).
 
 Batching: a search is a generator of requests (:mod:`hindsight.samplers.rain_batch`), so ``run_many`` advances
 many prompts' searches together and shares every forward, evaluation and embedding call among them; each
