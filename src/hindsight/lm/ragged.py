@@ -191,14 +191,21 @@ def truncate(row: Rows, keep: int, logprobs: torch.Tensor) -> Rows:
 @dataclass
 class Columns:
     """Keys and values of a few consecutive positions of one row (``[1, H, c, d]`` per layer): what a search keeps
-    of tokens it has already fed, so that a later forward over the same positions can reuse them."""
+    of tokens it has already fed, so that a later forward over the same positions can reuse them. ``after``: the
+    next-token log-probs after the last of them, where known."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    after: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
         return int(self.keys[0].shape[2]) if self.keys else 0
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.keys, *self.values] + ([self.after] if self.after is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def slice(self, start: int, stop: int) -> Columns:
         """Positions ``start:stop`` of these (views, no copy)."""
@@ -215,25 +222,23 @@ def columns(rows: Rows, row: int, count: int) -> Columns:
     layers = getattr(rows.cache, "layers", None)
     if layers is None:
         raise HindsightError("This model's KV cache type does not support multi-prompt batches.")
-    cols = rows.mask[row].nonzero().squeeze(1)[-count:] if count else None
+    if not count:
+        return Columns([], [])
+    cols = rows.mask[row].nonzero().squeeze(1)[-count:]
     ks, vs = [], []
     for layer in layers:
         r = row if layer.keys.shape[0] > 1 else 0
-        if cols is None:
-            ks.append(layer.keys[r: r + 1, :, :0].clone())
-            vs.append(layer.values[r: r + 1, :, :0].clone())
-        else:
-            c = cols.to(layer.keys.device)
-            ks.append(layer.keys[r: r + 1].index_select(2, c))
-            vs.append(layer.values[r: r + 1].index_select(2, c))
+        c = cols.to(layer.keys.device)
+        ks.append(layer.keys[r: r + 1].index_select(2, c))
+        vs.append(layer.values[r: r + 1].index_select(2, c))
     return Columns(ks, vs)
 
 
-def extend(row: Rows, parts: Sequence[Columns], logprobs: torch.Tensor | None = None) -> Rows:
+def extend(row: Rows, parts: Sequence[Columns]) -> Rows:
     """A single row with ``parts`` appended after its real tokens, as if they had been fed (no forward).
 
-    ``logprobs``: the next-token distribution after the parts, if known; else the row keeps ``row``'s, which are
-    stale: feed at least one token before reading them."""
+    Its next-token distribution is the last part's ``after`` where known; else it keeps ``row``'s, which is
+    stale: feed at least one token before reading it."""
     if row.n != 1:
         raise HindsightError("extend needs a single row.")
     parts = [p for p in parts if p.n]
@@ -249,8 +254,9 @@ def extend(row: Rows, parts: Sequence[Columns], logprobs: torch.Tensor | None = 
         lay.values = torch.cat([layer.values] + [p.values[li].to(layer.values.device) for p in parts], dim=2)
         new.layers.append(lay)
     width = row.mask.shape[1] + sum(p.n for p in parts)
+    after = parts[-1].after
     return Rows(cache=new, mask=torch.ones((1, width), dtype=torch.bool, device=row.mask.device),
-                logprobs=row.logprobs if logprobs is None else logprobs.reshape(1, -1).to(row.logprobs))
+                logprobs=row.logprobs if after is None else after.reshape(1, -1).to(row.logprobs))
 
 
 def generate_many(lm: LanguageModel, prompts: Sequence[Sequence[int]], max_tokens: int, *, top_k: int = 0,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -136,7 +136,6 @@ class _Search:
     gen: torch.Generator
     tree: Node = field(default_factory=lambda: Node(tokens=[]))
     minmax: MinMax = field(default_factory=MinMax)
-    after: dict[int, torch.Tensor] = field(default_factory=dict)  # id(node) -> next-token log-probs after it
     kept_bytes: int = 0
 
     def __post_init__(self) -> None:
@@ -239,8 +238,7 @@ class Rain:
                           "value": round(child.q, 4)})
             committed.add(id(child))
             if not child.terminal:
-                whole = child.kv is not None and child.kv.n == len(child.tokens) and id(child) in s.after
-                yield Commit(child.tokens, child.kv if whole else None, s.after.get(id(child)) if whole else None)
+                yield Commit(child.tokens, child.kv)
                 self.evaluator.hint_prefix(s.prompt, lm.decode(child.path_tokens()))
             self._let_go(s, root, child)
             s.root = child
@@ -290,15 +288,14 @@ class Rain:
         while stack:
             nd = stack.pop()
             if id(nd) not in keep and nd.kv is not None:
-                s.kept_bytes -= _nbytes(nd.kv)
+                s.kept_bytes -= nd.kv.nbytes
                 nd.kv = None
             stack.extend(c for c in nd.children if id(c) not in keep)
-        s.after = {k: v for k, v in s.after.items() if k in keep}
 
     def _keep(self, s: _Search, node: Node, kv: Any) -> None:
         """Keep ``kv`` (keys/values of the node's first tokens) for a later open, within the search's budget."""
-        old = _nbytes(node.kv) if node.kv is not None else 0
-        size = _nbytes(kv)
+        old = node.kv.nbytes if node.kv is not None else 0
+        size = kv.nbytes
         if s.kept_bytes - old + size > KEEP_BYTES:
             return
         s.kept_bytes += size - old
@@ -332,8 +329,8 @@ class Rain:
                 elif have >= opened.start - a:
                     self._keep(s, nd, nd.kv.slice(0, opened.start - a).then(opened.fed.slice(0, b - opened.start)))
             a = b
-        if node is not s.root:
-            s.after[id(node)] = opened.logp[0]
+        if node is not s.root and node.kv is not None and node.kv.n == len(node.tokens):
+            self._keep(s, node, replace(node.kv, after=opened.logp[0]))  # a commit of it then costs nothing
         return opened.logp
 
     def _needs_more(self, node: Node) -> bool:
@@ -435,10 +432,6 @@ class Rain:
 
     def _roll_ended(self, tok: int) -> bool:
         return tok in self.lm.eos_token_ids or self._ends_clause(tok)
-
-
-def _nbytes(kv: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in (*kv.keys, *kv.values))
 
 
 def rain(lm: LanguageModel, prompt: str | Sequence[str], evaluator: Evaluator, config: RainConfig | None = None,

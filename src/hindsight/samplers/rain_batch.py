@@ -86,12 +86,11 @@ class Embed:
 class Commit:
     """Append ``tokens`` to the search's cached response; answered with None.
 
-    With their keys/values (``kv``) and the next-token log-probs after them (``logp``) this costs nothing; else
-    the tokens are fed in front of the search's next open."""
+    With all their keys/values and the next-token log-probs after them (``kv`` with ``kv.after``) this costs
+    nothing; else the tokens are fed in front of the search's next open."""
 
     tokens: list[int]
     kv: Columns | None = None
-    logp: torch.Tensor | None = None
 
 
 Request = Open | Step | Judge | Embed | Commit | Keep
@@ -126,8 +125,7 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
             new_owned[i] = list(range(width, width + k))
             width += k
     open_order = list(opens)
-    fed_count: dict[int, int] = {}
-    fed_info: dict[int, tuple[Columns, int]] = {}
+    start: dict[int, int] = {}  # per open: how many of its tokens went in as kept keys/values (not fed)
     if opens:
         # committed tokens not yet in a search's cached response go first (and then the whole path: kept parts
         # cannot go in front of them); the response is then cut from the row
@@ -135,17 +133,11 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
         bases, feeds = [], []
         for i in open_order:
             o = opens[i]
-            if pending.get(i) or not o.parts:
-                bases.append(roots[i])
-                feeds.append(pending.get(i, []) + o.tokens)
-                fed_count[i] = len(o.tokens)
-            else:
-                covered = sum(p.n for p in o.parts)
-                if covered >= len(o.tokens):
-                    raise HindsightError("An open must leave at least its last token to feed.")
-                bases.append(ragged.extend(roots[i], o.parts))
-                feeds.append(o.tokens[covered:])
-                fed_count[i] = len(o.tokens) - covered
+            start[i] = 0 if pending.get(i) else sum(p.n for p in o.parts)
+            if o.tokens and start[i] >= len(o.tokens):
+                raise HindsightError("An open must leave at least its last token to feed.")
+            bases.append(ragged.extend(roots[i], o.parts) if start[i] else roots[i])
+            feeds.append(pending.get(i, []) + o.tokens[start[i]:])
         groups.append((ragged.join(bases), feeds, lead))
         for j, i in enumerate(open_order):
             new_owned[i] = [width + j]
@@ -163,16 +155,15 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
         src = done[-1]
         base = src.n - len(open_order)  # the opens are the last rows of the last forward
         for j, i in enumerate(open_order):
-            fed_info[i] = (ragged.columns(src, base + j, fed_count[i]), len(opens[i].tokens) - fed_count[i])
+            fed = ragged.columns(src, base + j, len(opens[i].tokens) - start[i])
+            answers[i] = Opened(src.logprobs[base + j: base + j + 1], fed, start[i])
             if not pending.get(i):
                 continue
             row = ragged.take(src, [base + j]) if src.n > 1 else src
             roots[i] = ragged.truncate(row, int(roots[i].lengths()[0]) + len(pending[i]), src.extra[base + j])
             pending.pop(i)
     for i, rows in new_owned.items():
-        answers[i] = new.logprobs[rows]
-        if i in fed_info:
-            answers[i] = Opened(answers[i], *fed_info[i])
+        answers.setdefault(i, new.logprobs[rows])
     return new, new_owned, answers
 
 
@@ -242,8 +233,8 @@ def _answer_offline(kinds: dict[type, dict[int, Any]], prompts: Sequence[str], j
     for i, k in kinds[Keep].items():
         answers[i] = [ragged.columns(session, owned[i][row], count) for row, count in k.rows]
     for i, c in kinds[Commit].items():
-        if c.kv is not None and c.logp is not None and c.kv.n == len(c.tokens) and not pending_commits.get(i):
-            roots[i] = ragged.extend(roots[i], [c.kv], logprobs=c.logp)
+        if c.kv is not None and c.kv.after is not None and c.kv.n == len(c.tokens) and not pending_commits.get(i):
+            roots[i] = ragged.extend(roots[i], [c.kv])
         else:  # applied by the search's next open (see _decode_round)
             pending_commits.setdefault(i, []).extend(c.tokens)
         answers[i] = None
