@@ -12,6 +12,10 @@ commits the early stop ended.
 
 ``--batch B``: the same B prompts searched one at a time and all together (``Rain.run_many``), for the confident
 ``toxicity:low`` evaluator and the self-evaluation; prints each throughput and ends with the lower ratio.
+
+``--stream N --batch B``: N prompts as an evaluation runs them: one at a time, in chunks of B (each chunk waits
+for its slowest search) and as a stream that keeps B searches going (``Rain.stream``: a finished search's place
+goes to the next prompt at once); ends with the stream's throughput over the chunks'.
 """
 
 from __future__ import annotations
@@ -52,14 +56,19 @@ def main() -> None:
     ap.add_argument("--vanilla-repeats", type=int, default=3, help="time vanilla this often, take the median")
     ap.add_argument("--batch", type=int, default=0,
                     help="compare B prompts searched together with the same B one at a time (both evaluators)")
+    ap.add_argument("--stream", type=int, default=0,
+                    help="with --batch B: N prompts one at a time, in chunks of B and as a stream of width B")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     lm = load_model(args.model)
     try:
-        prompts = [r["prompt"] for r in hh_rows(limit=max(args.prompts, args.batch))]
+        prompts = [r["prompt"] for r in hh_rows(limit=max(args.prompts, args.batch, args.stream))]
     except Exception:  # no data folder: built-in prompts
-        prompts = (FALLBACK * 8)[: max(args.prompts, args.batch)]
+        prompts = (FALLBACK * 8)[: max(args.prompts, args.batch, args.stream)]
+    if args.stream:
+        stream_mode(args, lm, prompts[: args.stream])
+        return
     if args.batch:
         batch_mode(args, lm, prompts[: args.batch])
         return
@@ -175,6 +184,39 @@ def batch_mode(args, lm, prompts: list[str]) -> None:
     worst = min(ratios, key=ratios.get)
     print(f"RATIO batched/unbatched throughput = {ratios[worst]:.2f}  (lowest of: "
           + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + ")")
+
+
+def stream_mode(args, lm, prompts: list[str]) -> None:
+    """Throughput over N prompts: one at a time, chunks of B (``run_many``) and a stream of width B."""
+    width = max(1, args.batch)
+    spec = args.evaluator
+
+    def search():
+        return Rain(lm, make_rain_evaluator(spec, lm, "harmless", value_rule=args.value_rule),
+                    RainConfig.for_task("harmless", max_tokens=args.max_tokens, max_iters=args.max_iters,
+                                        seed=args.seed))
+
+    search().run(prompts[0][:20])  # warm-up (loads the evaluator's model and MiniLM)
+    out, times = {}, {}
+    t0 = time.perf_counter()
+    out["alone"] = [search().run(p) for p in prompts]
+    times["alone"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out["chunks"] = [r for at in range(0, len(prompts), width) for r in search().run_many(prompts[at: at + width])]
+    times["chunks"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = dict(search().stream(prompts, width))
+    times["stream"] = time.perf_counter() - t0
+    out["stream"] = [got[i] for i in range(len(prompts))]
+    same = all(a.tokens == b.tokens == c.tokens for a, b, c in zip(out["alone"], out["chunks"], out["stream"]))
+    tokens = sum(len(r.tokens) for r in out["alone"])
+    print(json.dumps({"evaluator": spec, "prompts": len(prompts), "width": width, "max_tokens": args.max_tokens,
+                      "max_iters": args.max_iters, "output_tokens": tokens,
+                      **{f"{k}_s": round(v, 1) for k, v in times.items()},
+                      **{f"{k}_tok_per_s": round(tokens / v, 3) for k, v in times.items()},
+                      "chunks/alone": round(times["alone"] / times["chunks"], 2),
+                      "stream/alone": round(times["alone"] / times["stream"], 2), "same_answers": same}))
+    print(f"RATIO stream/chunked throughput = {times['chunks'] / times['stream']:.2f}")
 
 
 if __name__ == "__main__":

@@ -88,8 +88,8 @@ COSTS = ("vanilla_seconds", "rain_seconds", "forward_passes", "batch")  # shares
 
 
 def test_batched_rain_hh_records_equal_one_at_a_time(tmp_path):
-    """--batch 3 searches three prompts (different lengths) together; every record but its costs is the one
-    --batch 1 writes, and the costs say they are a third of the batch's."""
+    """--batch 3 keeps three searches going over four prompts (different lengths); every record but its costs is
+    the one --batch 1 writes, and each is written when its search is done."""
     data = tmp_path / "hh_rlhf_harmless_base_test"
     data.mkdir()
     prompts = ["Hi there", "Tell me a joke about cats", "Why?", "How do I bake bread at home?"]
@@ -104,9 +104,11 @@ def test_batched_rain_hh_records_equal_one_at_a_time(tmp_path):
         exp = RainHH(settings=settings, judges=["toxicity"], limit=4, data=str(tmp_path))
         run_experiment(exp, ResultFile(tmp_path / f"b{b}.jsonl", "id"), loaders=loaders, batch=b)
         out[b] = [json.loads(x) for x in (tmp_path / f"b{b}.jsonl").read_text().splitlines()]
-    assert [r["batch"] for r in out[3]] == [3, 3, 3, 1] and {r["batch"] for r in out[1]} == {1}
-    assert [r["id"] for r in out[3]] == ["x0", "x1", "x2", "x3"]
-    strip = [[{k: v for k, v in r.items() if k not in COSTS} for r in out[b]] for b in (1, 3)]
+    assert {r["batch"] for r in out[3]} == {3} and {r["batch"] for r in out[1]} == {1}
+    ids = {b: [r["id"] for r in out[b]] for b in (1, 3)}
+    assert ids[1] == ["x0", "x1", "x2", "x3"] and sorted(ids[3]) == ids[1]
+    strip = [sorted(({k: v for k, v in r.items() if k not in COSTS} for r in out[b]), key=lambda r: r["id"])
+             for b in (1, 3)]
     assert strip[0] == strip[1]
     assert len({r["rain"] for r in out[1]}) > 1 and all(r["iterations"] > 0 for r in out[1])
     # the vanilla side decoded together is each prompt's lm.generate alone

@@ -6,9 +6,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from hindsight.errors import HindsightError
 from hindsight.lm import ragged
 from hindsight.potentials.self_eval import HARMLESS, PotentialEvaluator, SelfEvaluator
 from hindsight.samplers.rain import Rain, RainConfig, rain
+from hindsight.samplers.rain_batch import Judge, stream_searches
 
 from ..potentials.test_self_eval import chars_model
 from .test_rain import Constant, Prefers, cfg, fake_embed
@@ -47,6 +49,50 @@ def test_batched_search_equals_each_search_alone_on_the_toy_model(toy):
     alone, _ = assert_batched_equals_alone(make, prompts)
     assert len({r.text for r in alone}) > 1  # the prompts lead to different searches
     assert sum(r.iterations for r in alone) > 50
+
+
+def test_a_stream_keeps_width_searches_going_and_gives_each_its_answer_alone(toy):
+    """``Rain.stream``: at most ``width`` searches at a time, a finished one's place taken at once; every result is
+    the one ``run`` gives alone, and the searches' costs add up to the whole run's."""
+    prompts = ["c", "a", "ab", "cba", "bb"]
+    make = lambda: Rain(toy, PotentialEvaluator(Prefers("abc")), cfg(max_tokens=6, candidates=4, top_k=4),  # noqa: E731
+                        embed=fake_embed, use_chat=False)
+    alone = [make().run(p) for p in prompts]
+    before = toy.counters.snapshot()
+    got = list(make().stream(prompts, width=2))
+    spent = toy.counters.since(before)
+    assert sorted(i for i, _ in got) == list(range(len(prompts)))
+    for i, res in got:
+        a = alone[i]
+        assert (res.prompt, res.tokens, res.iterations, res.steps) == (a.prompt, a.tokens, a.iterations, a.steps)
+        same_tree(a.tree_json()["root"], res.tree_json()["root"])
+        assert res.batch == 2
+    assert sum(r.forward_passes for _, r in got) == pytest.approx(spent.forward_passes)
+    assert sum(r.tokens_computed for _, r in got) == pytest.approx(spent.tokens)
+    with pytest.raises(HindsightError, match="at least 1"):
+        next(make().stream(prompts, width=0))
+
+
+def test_a_finished_search_is_replaced_at_once(toy):
+    """Searches that only judge (k rounds each): with width 2, the three short ones pass through the second place
+    while the long one holds the first, and every round judges two searches' texts together."""
+    rounds: list[list[str]] = []
+
+    def judge_many(requests):
+        rounds.append([p for p, _ in requests])
+        return [torch.zeros(len(t)) for _, t in requests]
+
+    def search(name: str, k: int):
+        for _ in range(k):
+            yield Judge([name])
+        return name
+
+    lengths = {"long": 6, "s1": 1, "s2": 2, "s3": 2}
+    source = ((toy.encode("a"), name, search(name, k)) for name, k in lengths.items())
+    order = [res for _, res, _ in stream_searches(toy, source, 2, judge_many, lambda texts: None)]
+    assert order == ["s1", "s2", "s3", "long"]
+    assert [sorted(r) for r in rounds] == [["long", "s1"], ["long", "s2"], ["long", "s2"], ["long", "s3"],
+                                           ["long", "s3"], ["long"]]
 
 
 def test_batched_search_with_early_stops_and_dynamic_addition(toy):

@@ -30,9 +30,10 @@ VALUE_RULE_OPTION = typer.Option(
          "'soft' (2 * mean p(good) - 1; near 0 for a small model).")
 VALUE_THRESHOLD_OPTION = typer.Option(0.8, "--value-threshold", help="... and a value above this (Vt).")
 EVAL_TOKENS_OPTION = typer.Option(32, "--max-tokens", help="Response tokens at most (vanilla and RAIN alike).")
-BATCH_OPTION = typer.Option(1, "--batch", help="Prompts searched together (one forward for all their searches); "
-                                               "each item's answer is the one it gets alone. With --workers: items "
-                                               "per call to a worker.")
+BATCH_OPTION = typer.Option(1, "--batch", help="Prompts searched together (one forward for all their searches; "
+                                               "a finished search's place goes to the next item at once); each "
+                                               "item's answer is the one it gets alone. With --workers: items per "
+                                               "call to a worker.")
 
 
 def rain(

@@ -8,7 +8,7 @@ and never the self-evaluation the search optimises; the self-evaluation's own ve
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,14 +43,10 @@ class RunSettings:
                                    min_visits=self.min_visits, value_threshold=self.value_threshold, seed=self.seed)
 
 
-def vanilla_and_rain(lm: LanguageModel, search: Rain, prompts: Sequence[str], seed: int) -> list[dict[str, Any]]:
-    """Prompts answered by vanilla sampling (RAIN's top-k, same budget) and by RAIN, with their costs.
-
-    Several prompts are decoded together (vanilla with ``ragged.generate_many``, RAIN with ``Rain.run_many``);
-    each prompt's answers are those it gets alone with the same seed. Seconds and forward passes are the
-    batch's, shared evenly among its prompts.
-    """
-    cfg = search.cfg
+def vanilla_answers(lm: LanguageModel, cfg: RainConfig, prompts: Sequence[str],
+                    seed: int) -> list[tuple[str, int, float]]:
+    """Vanilla sampling (RAIN's top-k, same budget) for ``prompts`` decoded together: (text, tokens, seconds) each,
+    the batch's seconds shared evenly; each answer is the one its prompt gets alone with the same seed."""
     t0 = time.perf_counter()
     if ragged.supported(lm):
         ids = [lm.prompt_ids(p) for p in prompts]
@@ -61,10 +57,38 @@ def vanilla_and_rain(lm: LanguageModel, search: Rain, prompts: Sequence[str], se
     else:
         outs = [lm.generate(p, max_tokens=cfg.max_tokens, top_k=cfg.top_k, seed=seed)[0] for p in prompts]
         vanilla, v_tokens = [o.text for o in outs], [len(o.tokens) for o in outs]
-    v_sec = (time.perf_counter() - t0) / len(prompts)
-    results = search.run_many(prompts)
-    return [{"vanilla": v, "vanilla_tokens": n, "rain": res, "vanilla_seconds": round(v_sec, 3),
-             "rain_seconds": round(res.seconds, 3)} for v, n, res in zip(vanilla, v_tokens, results)]
+    v_sec = (time.perf_counter() - t0) / max(1, len(prompts))
+    return [(v, n, v_sec) for v, n in zip(vanilla, v_tokens)]
+
+
+def vanilla_and_rain(lm: LanguageModel, search: Rain, prompts: Sequence[str], seed: int,
+                     width: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Prompts answered by vanilla sampling and by RAIN, with their costs: (index, answers) as RAIN finishes each.
+
+    Vanilla decodes ``width`` prompts at a time (``ragged.generate_many``), a chunk as RAIN first needs one of its
+    prompts; RAIN keeps ``width`` searches going (``Rain.stream``). Each prompt's answers are those it gets alone
+    with the same seed; its seconds and forward passes are its share of the batched work.
+    """
+    vanilla: dict[int, tuple[str, int, float]] = {}
+
+    def feed() -> Iterator[str]:
+        for at in range(0, len(prompts), width):
+            chunk = list(prompts[at: at + width])
+            vanilla.update(zip(range(at, at + len(chunk)), vanilla_answers(lm, search.cfg, chunk, seed)))
+            yield from chunk
+
+    for i, res in search.stream(feed(), width):
+        v, n, sec = vanilla.pop(i)
+        yield i, {"vanilla": v, "vanilla_tokens": n, "rain": res, "vanilla_seconds": round(sec, 3),
+                  "rain_seconds": round(res.seconds, 3)}
+
+
+def in_order(stream: Iterator[tuple[int, dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+    """The records of a ``run_stream`` in item order."""
+    out: list[dict[str, Any] | None] = [None] * n
+    for i, rec in stream:
+        out[i] = rec
+    return out  # type: ignore[return-value]
 
 
 @dataclass
@@ -117,23 +141,24 @@ class RainHH(_RainEval):
 
     def run_batch(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The items' prompts searched together (``--batch``); each record equals its record run alone."""
+        return in_order(self.run_stream(items, len(items)), len(items))
+
+    def run_stream(self, items: Sequence[dict[str, Any]], width: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``width`` searches at a time, each record as soon as its search is done (equal to it run alone)."""
         p = self.parts
-        prompts = [item["prompt"] for item in items]
-        both = vanilla_and_rain(p["lm"], p["search"], prompts, self.settings.seed)
-        out = []
-        for item, b in zip(items, both):
-            prompt, res = item["prompt"], b["rain"]
-            replies = [b["vanilla"], res.text]
-            out.append({
+        prompts = [it["prompt"] for it in items]
+        for i, b in vanilla_and_rain(p["lm"], p["search"], prompts, self.settings.seed, width):
+            item, res = items[i], b["rain"]
+            prompt, replies = item["prompt"], [b["vanilla"], res.text]
+            yield i, {
                 "id": item["id"], "prompt": prompt, "vanilla": b["vanilla"], "rain": res.text,
                 "vanilla_tokens": b["vanilla_tokens"], "rain_tokens": len(res.tokens),
                 "vanilla_seconds": b["vanilla_seconds"], "rain_seconds": b["rain_seconds"],
-                "iterations": res.iterations, "forward_passes": res.forward_passes, "batch": len(items),
+                "iterations": res.iterations, "forward_passes": res.forward_passes, "batch": width,
                 "evaluator": p["search"].evaluator.name,
                 "self_eval": p["self_eval"].values(prompt, replies).tolist(),  # per item: 2 texts, exact
                 "judges": {j.name: j.scores(prompt, replies) for j in p["judges"]},
-            })
-        return out
+            }
 
     def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return summarise_hh(records)
@@ -222,25 +247,30 @@ class RainTruthfulQA(_RainEval):
 
     def run_batch(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """MC scores per item; the items' questions answered together (``--batch``), as each would be alone."""
+        return in_order(self.run_stream(items, len(items)), len(items))
+
+    def run_stream(self, items: Sequence[dict[str, Any]], width: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``width`` questions answered at a time, each record as soon as its search is done."""
         lm, search, embed = self.parts["lm"], self.parts["search"], self.parts["embed"]
-        recs = []
-        for item in items:
+
+        def mc(item: dict[str, Any]) -> dict[str, Any]:
             mc1, mc2 = mc_metrics(lm, item)
-            recs.append({"id": item["id"], "question": item["question"], "mc1": mc1, "mc2": round(mc2, 5)})
+            return {"id": item["id"], "question": item["question"], "mc1": mc1, "mc2": round(mc2, 5)}
+
         if search is None:
-            return recs
-        both = vanilla_and_rain(lm, search, [item["question"] for item in items], self.settings.seed)
-        for rec, item, b in zip(recs, items, both):
-            res = b["rain"]
+            yield from ((i, mc(item)) for i, item in enumerate(items))
+            return
+        questions = [item["question"] for item in items]
+        for i, b in vanilla_and_rain(lm, search, questions, self.settings.seed, width):
+            item, res = items[i], b["rain"]
             refs = (item["correct_answers"], item["incorrect_answers"])
-            rec.update({
-                "vanilla": b["vanilla"], "rain": res.text, "vanilla_seconds": b["vanilla_seconds"],
+            yield i, {
+                **mc(item), "vanilla": b["vanilla"], "rain": res.text, "vanilla_seconds": b["vanilla_seconds"],
                 "rain_seconds": b["rain_seconds"], "iterations": res.iterations,
-                "forward_passes": res.forward_passes, "batch": len(items), "evaluator": search.evaluator.name,
+                "forward_passes": res.forward_passes, "batch": width, "evaluator": search.evaluator.name,
                 "vanilla_verdict": reference_verdict(embed, b["vanilla"], *refs),
                 "rain_verdict": reference_verdict(embed, res.text, *refs),
-            })
-        return recs
+            }
 
     def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return summarise_truthfulqa(records)

@@ -116,6 +116,20 @@ class Experiment(ABC):
         share forwards (RAIN's searches) override it; each record must equal the one ``run_item`` gives."""
         return [self.run_item(item) for item in items]
 
+    def run_stream(self, items: Sequence[Item], width: int) -> Iterator[tuple[int, Record]]:
+        """(index in ``items``, record) of each item as it is done, with at most ``width`` items in progress.
+
+        Default: chunks of ``width`` items through ``run_batch``, each chunk's records when it is done. RAIN's
+        evaluations override it: a finished search's place goes to the next item at once, so a chunk's slowest
+        search does not hold the others back and each record is written as soon as its item is done."""
+        for at in range(0, len(items), width):
+            chunk = list(items[at: at + width])
+            records = self.run_batch(chunk)
+            if len(records) != len(chunk):
+                raise HindsightError(f"{self.name}: run_batch returned {len(records)} records for "
+                                     f"{len(chunk)} items.")
+            yield from zip(range(at, at + len(chunk)), records)
+
     @abstractmethod
     def summarise(self, records: list[Record]) -> Any:
         """The numbers reported for ``records`` (those of ``items()``, in item order), with intervals."""
@@ -152,8 +166,9 @@ Executor = Callable[[Experiment, Sequence[Item]], Iterator[tuple[Item, Record]]]
 def in_process(loaders: Loaders | None = None, batch: int = 1) -> Executor:
     """The default executor: set the experiment up here, then run the items in order, ``batch`` at a time.
 
-    With ``batch > 1`` each chunk of pending items goes to ``run_batch`` and its records come back when the
-    chunk is done (so an interruption loses at most the chunk in progress; finished chunks are in the file).
+    With ``batch > 1`` up to ``batch`` pending items are in progress together (``Experiment.run_stream``: by
+    default chunks through ``run_batch``, whose records come back when the chunk is done; RAIN's evaluations
+    return each record as soon as its item is done). An interruption loses at most the items in progress.
     """
     from hindsight.api.checks import at_least
 
@@ -161,13 +176,9 @@ def in_process(loaders: Loaders | None = None, batch: int = 1) -> Executor:
 
     def execute(experiment: Experiment, items: Sequence[Item]) -> Iterator[tuple[Item, Record]]:
         experiment.prepare(loaders)
-        for at in range(0, len(items), batch):
-            chunk = list(items[at: at + batch])
-            records = experiment.run_batch(chunk)
-            if len(records) != len(chunk):
-                raise HindsightError(f"{experiment.name}: run_batch returned {len(records)} records for "
-                                     f"{len(chunk)} items.")
-            yield from zip(chunk, records)
+        items = list(items)
+        for i, record in experiment.run_stream(items, batch):
+            yield items[i], record
 
     return execute
 

@@ -24,15 +24,17 @@ rollout row goes on alone), and one evaluator call with one text (after the eval
 prompt and committed response).
 
 Batching: a search is a generator of requests (:mod:`hindsight.samplers.rain_batch`), so ``run_many`` advances
-many prompts' searches together and shares every forward, evaluation and embedding call among them; each
-prompt gets exactly the answer, iterations and tree it gets alone with the same seed.
+many prompts' searches together and shares every forward, evaluation and embedding call among them, and
+``stream`` keeps a fixed number of searches going over a long list of prompts (a finished search's place goes
+to the next prompt at once); each prompt gets exactly the answer, iterations and tree it gets alone with the
+same seed.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -42,7 +44,8 @@ from hindsight.errors import HindsightError
 from hindsight.lm.base import LanguageModel
 from hindsight.lm.sampling import sample_from_logprobs, sample_top_k
 from hindsight.potentials.self_eval import Evaluator
-from hindsight.samplers.rain_batch import Commit, Embed, Judge, Keep, Open, Opened, Request, Step, run_searches
+from hindsight.samplers.rain_batch import (Commit, Embed, Judge, Keep, Open, Opened, Request, Step, run_searches,
+                                           stream_searches)
 from hindsight.samplers.rain_tree import MinMax, Node, backup, best_child, mean_pairwise_cosine, select_child
 
 EmbedFn = Callable[[Sequence[str]], torch.Tensor]
@@ -113,7 +116,7 @@ class RainResult:
     config: dict[str, Any] = field(default_factory=dict)
     tree: Node | None = field(default=None, repr=False)
     committed: set[int] = field(default_factory=set, repr=False)
-    batch: int = 1  # searches run together (costs are the batch's divided among them)
+    batch: int = 1  # searches run together, at most (its costs: a share of each batched call that served it)
 
     def as_dict(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "text": self.text, "tokens": self.tokens, "finish_reason": self.finish_reason,
@@ -190,24 +193,35 @@ class Rain:
         """One search per prompt, all advanced together so that their forwards are shared.
 
         Each result (text, iterations, tree) is what ``run`` gives for that prompt alone with the same seed.
-        Costs are the batch's, divided evenly among its prompts.
+        """
+        for p in prompts:  # every prompt checked before any work
+            self.lm.check_length(len(self.lm.prompt_ids(p, use_chat=self.use_chat)),
+                                 self.cfg.max_tokens + self.cfg.rollout_max)
+        results: list[RainResult | None] = [None] * len(prompts)
+        for i, res in self.stream(prompts, width=max(1, len(prompts))):
+            results[i] = res
+        return results  # type: ignore[return-value]
+
+    def stream(self, prompts: Iterable[str], width: int) -> Iterator[tuple[int, RainResult]]:
+        """Searches for ``prompts``, at most ``width`` at a time, as a stream: yields (index, result) as each
+        finishes, and a finished search's place goes to the next prompt at once (an evaluation over many prompts
+        keeps ``width`` searches in every forward instead of waiting for a batch's slowest).
+
+        Each result is what ``run`` gives for that prompt alone with the same seed. Its costs (forward passes,
+        tokens, seconds) are its prompt's prefill plus an even share of every batched call that answered it.
         """
         cfg, lm = self.cfg, self.lm
-        if not prompts:
-            return []
-        ids = [lm.prompt_ids(p, use_chat=self.use_chat) for p in prompts]
-        for x in ids:
-            lm.check_length(len(x), cfg.max_tokens + cfg.rollout_max)
-        t0 = time.perf_counter()
-        before = lm.counters.snapshot()
-        searches = [self.begin(p) for p in prompts]
-        results = run_searches(lm, ids, list(prompts), [self._search(s) for s in searches],
-                               self.evaluator.values_many, self.embed)
-        spent, secs, b = lm.counters.since(before), time.perf_counter() - t0, len(prompts)
-        for r in results:
-            r.forward_passes, r.tokens_computed, r.seconds = spent.forward_passes / b, spent.tokens / b, secs / b
-            r.batch = b
-        return results
+
+        def source() -> Iterator[tuple[list[int], str, Generator[Request, Any, RainResult]]]:
+            for p in prompts:
+                ids = lm.prompt_ids(p, use_chat=self.use_chat)
+                lm.check_length(len(ids), cfg.max_tokens + cfg.rollout_max)
+                yield ids, p, self._search(self.begin(p))
+
+        for i, res, cost in stream_searches(lm, source(), width, self.evaluator.values_many, self.embed):
+            res.forward_passes, res.tokens_computed, res.seconds = cost.forward_passes, cost.tokens, cost.seconds
+            res.batch = width
+            yield i, res
 
     def begin(self, prompt: str) -> _Search:
         """A new search for ``prompt`` (seeded from the config); drive it with ``_search`` or ``iterate``."""

@@ -1,8 +1,9 @@
 """Many RAIN searches advanced together: their forwards, evaluations and embeddings batched across prompts.
 
 A search (:meth:`hindsight.samplers.rain.Rain._search`) is a generator: whenever it needs the model, the
-evaluator or the embedder it yields a request and is resumed with the answer. :func:`run_searches` collects
-the pending requests of all searches and answers each kind with one batched call:
+evaluator or the embedder it yields a request and is resumed with the answer. :func:`stream_searches` keeps a
+number of searches going (the next one starts as soon as one ends), collects the pending requests of all of
+them and answers each kind with one batched call:
 
 - :class:`Open` (start decoding from the committed response + some tokens) and :class:`Step` (the next rows of
   that decoding, each a (parent row, token) pair) become padded multi-prompt forwards over
@@ -20,7 +21,8 @@ rounding of a padded batch can differ, so each prompt's answer, iteration count 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,40 +169,110 @@ def _decode_round(lm: LanguageModel, session: Rows | None, owned: dict[int, list
     return new, new_owned, answers
 
 
-def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Sequence[str],
-                 searches: Sequence[Search], judge_many: JudgeMany, embed: EmbedFn) -> list[Any]:
-    """Drive ``searches`` (one per prompt) to completion, batching their requests; returns their results."""
-    roots = [ragged.from_state(lm.start(ids, 1)) for ids in prompt_ids]
-    results: list[Any] = [None] * len(searches)
+@dataclass
+class Spent:
+    """What a search cost: forwards, fed tokens and seconds (a shared round's split evenly among its searches)."""
+
+    forward_passes: float = 0.0
+    tokens: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, other: Spent, share: float = 1.0) -> None:
+        self.forward_passes += other.forward_passes * share
+        self.tokens += other.tokens * share
+        self.seconds += other.seconds * share
+
+
+def _since(lm: LanguageModel, before: Any, t0: float) -> Spent:
+    d = lm.counters.since(before)
+    return Spent(d.forward_passes, d.tokens, time.perf_counter() - t0)
+
+
+def stream_searches(lm: LanguageModel, source: Iterable[tuple[list[int], str, Search]], width: int,
+                    judge_many: JudgeMany, embed: EmbedFn) -> Iterator[tuple[int, Any, Spent]]:
+    """Drive the searches ``source`` gives ((prompt ids, prompt, search) each), at most ``width`` at a time,
+    batching their requests; yields (index in ``source``, result, cost) as each search finishes.
+
+    A finished search's place goes to the next one at once, so one long search does not hold a whole batch of
+    finished ones back (an evaluation over many prompts keeps ``width`` searches in every forward). Each
+    search's result is what it gets alone; its cost is its prompt's prefill plus an even share of every batched
+    call (a decoding forward, an evaluator or embedder call) that answered it.
+    """
+    if width < 1:
+        raise HindsightError(f"The number of searches run together must be at least 1 (got {width}).")
+    source = iter(source)
+    roots: dict[int, Rows] = {}
+    prompts: dict[int, str] = {}
+    live: dict[int, Search] = {}
     pending: dict[int, Request] = {}
+    spent: dict[int, Spent] = {}
+    finished: list[tuple[int, Any]] = []
+    count = 0
 
     def advance(i: int, answer: Any, first: bool = False) -> None:
         try:
-            pending[i] = next(searches[i]) if first else searches[i].send(answer)
+            pending[i] = next(live[i]) if first else live[i].send(answer)
         except StopIteration as stop:
-            results[i] = stop.value
             pending.pop(i, None)
+            finished.append((i, stop.value))
 
-    for i in range(len(searches)):
-        advance(i, None, first=True)
+    def admit() -> None:
+        nonlocal count
+        while len(live) < width:
+            nxt = next(source, None)
+            if nxt is None:
+                return
+            ids, prompt, search = nxt
+            i, count = count, count + 1
+            before, t0 = lm.counters.snapshot(), time.perf_counter()
+            roots[i], prompts[i], live[i] = ragged.from_state(lm.start(ids, 1)), prompt, search
+            advance(i, None, first=True)
+            spent[i] = _since(lm, before, t0)
+
+    def share(answered: Iterable[int], before: Any, t0: float) -> None:
+        answered, cost = list(answered), _since(lm, before, t0)
+        for i in answered:
+            spent[i].add(cost, 1 / len(answered))
+
     session: Rows | None = None
     owned: dict[int, list[int]] = {}
     pending_commits: dict[int, list[int]] = {}
-    while pending:
+    admit()
+    while pending or finished:
         # first everything that needs no forward (evaluations, embeddings, commits), each kind in one call, until
-        # every search waits for a decoding: a search that judges does not sit out the next forward
+        # every search waits for a decoding: a search that judges does not sit out the next forward, and a
+        # finished search's place is taken before it
         while True:
+            done, finished[:] = list(finished), []
+            for i, result in done:
+                for table in (roots, prompts, live, pending_commits, owned):
+                    table.pop(i, None)
+                yield i, result, spent.pop(i)
+            admit()
             kinds = _by_kind(pending)
             if not (kinds[Judge] or kinds[Embed] or kinds[Commit] or kinds[Keep]):
                 break
-            for i, answer in _answer_offline(kinds, prompts, judge_many, embed, pending_commits, roots, session,
-                                             owned).items():
+            before, t0 = lm.counters.snapshot(), time.perf_counter()
+            answers = _answer_offline(kinds, prompts, judge_many, embed, pending_commits, roots, session, owned)
+            share(answers, before, t0)
+            for i, answer in answers.items():
                 advance(i, answer)
         if not pending:
             break
+        before, t0 = lm.counters.snapshot(), time.perf_counter()
         session, owned, decoded = _decode_round(lm, session, owned, roots, pending_commits, kinds[Open], kinds[Step])
+        share(decoded, before, t0)
         for i, answer in decoded.items():
             advance(i, answer)
+
+
+def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Sequence[str],
+                 searches: Sequence[Search], judge_many: JudgeMany, embed: EmbedFn) -> list[Any]:
+    """Drive ``searches`` (one per prompt) to completion, all together; returns their results in order."""
+    results: list[Any] = [None] * len(searches)
+    for i, result, _ in stream_searches(lm, zip(prompt_ids, prompts, searches), max(1, len(searches)), judge_many,
+                                        embed):
+        results[i] = result
     return results
 
 
