@@ -83,12 +83,9 @@ def vanilla_and_rain(lm: LanguageModel, search: Rain, prompts: Sequence[str], se
                   "rain_seconds": round(res.seconds, 3)}
 
 
-def in_order(stream: Iterator[tuple[int, dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+def in_order(stream: Iterator[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
     """The records of a ``run_stream`` in item order."""
-    out: list[dict[str, Any] | None] = [None] * n
-    for i, rec in stream:
-        out[i] = rec
-    return out  # type: ignore[return-value]
+    return [rec for _, rec in sorted(stream, key=lambda x: x[0])]
 
 
 @dataclass
@@ -141,7 +138,7 @@ class RainHH(_RainEval):
 
     def run_batch(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The items' prompts searched together (``--batch``); each record equals its record run alone."""
-        return in_order(self.run_stream(items, len(items)), len(items))
+        return in_order(self.run_stream(items, len(items)))
 
     def run_stream(self, items: Sequence[dict[str, Any]], width: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """``width`` searches at a time, each record as soon as its search is done (equal to it run alone)."""
@@ -247,7 +244,7 @@ class RainTruthfulQA(_RainEval):
 
     def run_batch(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """MC scores per item; the items' questions answered together (``--batch``), as each would be alone."""
-        return in_order(self.run_stream(items, len(items)), len(items))
+        return in_order(self.run_stream(items, len(items)))
 
     def run_stream(self, items: Sequence[dict[str, Any]], width: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """``width`` questions answered at a time, each record as soon as its search is done."""

@@ -194,13 +194,9 @@ class Rain:
 
         Each result (text, iterations, tree) is what ``run`` gives for that prompt alone with the same seed.
         """
-        for p in prompts:  # every prompt checked before any work
-            self.lm.check_length(len(self.lm.prompt_ids(p, use_chat=self.use_chat)),
-                                 self.cfg.max_tokens + self.cfg.rollout_max)
-        results: list[RainResult | None] = [None] * len(prompts)
-        for i, res in self.stream(prompts, width=max(1, len(prompts))):
-            results[i] = res
-        return results  # type: ignore[return-value]
+        ids = [self._prompt_ids(p) for p in prompts]  # every prompt checked before any work
+        done = self._stream(zip(ids, prompts), max(1, len(prompts)))
+        return [res for _, res in sorted(done, key=lambda x: x[0])]
 
     def stream(self, prompts: Iterable[str], width: int) -> Iterator[tuple[int, RainResult]]:
         """Searches for ``prompts``, at most ``width`` at a time, as a stream: yields (index, result) as each
@@ -209,16 +205,18 @@ class Rain:
 
         Each result is what ``run`` gives for that prompt alone with the same seed. Its costs (forward passes,
         tokens, seconds) are its prompt's prefill plus an even share of every batched call that answered it.
+        A prompt is read (and checked) only when its search starts.
         """
-        cfg, lm = self.cfg, self.lm
+        return self._stream(((self._prompt_ids(p), p) for p in prompts), width)
 
-        def source() -> Iterator[tuple[list[int], str, Generator[Request, Any, RainResult]]]:
-            for p in prompts:
-                ids = lm.prompt_ids(p, use_chat=self.use_chat)
-                lm.check_length(len(ids), cfg.max_tokens + cfg.rollout_max)
-                yield ids, p, self._search(self.begin(p))
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        ids = self.lm.prompt_ids(prompt, use_chat=self.use_chat)
+        self.lm.check_length(len(ids), self.cfg.max_tokens + self.cfg.rollout_max)
+        return ids
 
-        for i, res, cost in stream_searches(lm, source(), width, self.evaluator.values_many, self.embed):
+    def _stream(self, prompts: Iterable[tuple[list[int], str]], width: int) -> Iterator[tuple[int, RainResult]]:
+        source = ((ids, p, self._search(self.begin(p))) for ids, p in prompts)
+        for i, res, cost in stream_searches(self.lm, source, width, self.evaluator.values_many, self.embed):
             res.forward_passes, res.tokens_computed, res.seconds = cost.forward_passes, cost.tokens, cost.seconds
             res.batch = width
             yield i, res

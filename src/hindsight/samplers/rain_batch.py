@@ -269,11 +269,8 @@ def stream_searches(lm: LanguageModel, source: Iterable[tuple[list[int], str, Se
 def run_searches(lm: LanguageModel, prompt_ids: Sequence[list[int]], prompts: Sequence[str],
                  searches: Sequence[Search], judge_many: JudgeMany, embed: EmbedFn) -> list[Any]:
     """Drive ``searches`` (one per prompt) to completion, all together; returns their results in order."""
-    results: list[Any] = [None] * len(searches)
-    for i, result, _ in stream_searches(lm, zip(prompt_ids, prompts, searches), max(1, len(searches)), judge_many,
-                                        embed):
-        results[i] = result
-    return results
+    done = stream_searches(lm, zip(prompt_ids, prompts, searches), max(1, len(searches)), judge_many, embed)
+    return [result for _, result, _ in sorted(done, key=lambda x: x[0])]
 
 
 def _by_kind(pending: dict[int, Request]) -> dict[type, dict[int, Any]]:
